@@ -1,0 +1,51 @@
+"""Shared fixtures: every core test runs under each array backend present.
+
+``backend`` parametrizes a test over numpy and array_api_strict (always) and
+cupy (only where a GPU is present; skipped otherwise). That is how the suite
+proves, without a GPU, that the core calls nothing NumPy-only.
+"""
+
+import os
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from tinydiff import backend as B  # noqa: E402
+
+CORE_BACKENDS = ["numpy", "array_api_strict", "cupy"]
+
+
+@pytest.fixture(params=CORE_BACKENDS)
+def backend(request):
+    """Run the test under one backend, then restore the previous one."""
+    name = request.param
+    if name == "cupy" and not B.gpu_available():
+        pytest.skip("cupy backend needs CuPy and a GPU")
+    previous = B.get_backend()
+    B.set_backend(name)
+    try:
+        yield name
+    finally:
+        B.set_backend(previous)
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend():
+    """No test may leave another backend switched on for the next one."""
+    previous = B.get_backend()
+    yield
+    if B.get_backend() != previous:
+        B.set_backend(previous)
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("TINYDIFF_RUN_SLOW"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: set TINYDIFF_RUN_SLOW=1 or run with -m slow")
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
