@@ -1,0 +1,280 @@
+"""Building blocks and optimizers: initialisation, state dicts, denoisers
+end to end through gradcheck, and optimizer updates against an independent
+float64 transcription of PyTorch's equations."""
+
+import math
+
+import numpy as np
+import pytest
+
+from tinydiff import autograd as A
+from tinydiff import backend as B
+from tinydiff import nn, optim
+from tinydiff.autograd import Tensor
+from tinydiff.gradcheck import gradcheck
+
+
+def host(x):
+    return B.to_numpy(x)
+
+
+def f64(values):
+    return B.asarray(np.asarray(values, dtype=np.float64), dtype=B.dtype("float64"))
+
+
+# -- layers -----------------------------------------------------------------
+
+
+def test_linear_matches_its_formula_and_pytorch_init(backend):
+    layer = nn.Linear(50, 7, rng=B.default_rng(1))
+    w, b = host(layer.weight.data), host(layer.bias.data)
+    assert w.shape == (7, 50) and b.shape == (7,)
+    bound = 1 / math.sqrt(50)
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert abs(w.std() - bound / math.sqrt(3)) < 0.1 * bound  # uniform on [-bound, bound]
+    x = np.random.default_rng(0).normal(size=(4, 50)).astype(np.float32)
+    out = layer(B.asarray(x))
+    assert np.allclose(host(out.data), x @ w.T + b, atol=1e-5)
+    assert out.dtype == B.dtype("float32")
+
+
+def test_layer_norm_normalises_rows(backend):
+    ln = nn.LayerNorm(6)
+    x = B.asarray(np.random.default_rng(0).normal(3.0, 2.0, size=(5, 6)))
+    y = host(ln(x).data)
+    assert np.allclose(y.mean(axis=1), 0, atol=1e-5) and np.allclose(y.std(axis=1), 1, atol=1e-3)
+
+
+def test_timestep_embedding_is_the_transformer_sinusoid(backend):
+    t = B.asarray(np.array([0, 1, 10, 999]), dtype=B.dtype("int64"))
+    emb = host(nn.timestep_embedding(t, 8))
+    freqs = 10000.0 ** (-np.arange(4) / 4)
+    angles = np.array([0, 1, 10, 999])[:, None] * freqs
+    assert np.allclose(emb, np.concatenate([np.sin(angles), np.cos(angles)], axis=1), atol=1e-4)
+    with pytest.raises(ValueError, match="even"):
+        nn.timestep_embedding(t, 7)
+
+
+def test_parameters_are_found_in_lists_and_children():
+    model = nn.MLPDenoiser(data_dim=2, width=16, depth=3, emb_dim=8)
+    names = [name for name, _ in model.named_parameters()]
+    assert names == ["hidden.0.weight", "hidden.0.bias", "hidden.1.weight", "hidden.1.bias",
+                     "hidden.2.weight", "hidden.2.bias", "out.weight", "out.bias"]
+    assert model.num_parameters() == (10 * 16 + 16) + 2 * (16 * 16 + 16) + (16 * 2 + 2)
+
+
+def test_state_dict_round_trip_and_refusals():
+    a = nn.MLPDenoiser(width=16, depth=2, emb_dim=8, rng=B.default_rng(1))
+    b = nn.MLPDenoiser(width=16, depth=2, emb_dim=8, rng=B.default_rng(2))
+    b.load_state_dict({k: v.copy() for k, v in a.state_dict().items()})
+    for (_, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert np.array_equal(pa.data, pb.data)
+    state = dict(a.state_dict())
+    state.pop("out.bias")
+    state["extra.weight"] = np.zeros(3)
+    state["out.weight"] = np.zeros((5, 5))
+    with pytest.raises(ValueError) as error:
+        b.load_state_dict(state)
+    message = str(error.value)
+    assert "missing: out.bias" in message and "unexpected: extra.weight" in message
+    assert "out.weight (expected (2, 16), got (5, 5))" in message
+
+
+def _bind(model, tensors):
+    """Swap a model's parameters for given tensors (so gradcheck can vary them)."""
+    for (name, _), tensor in zip(list(model.named_parameters()), tensors):
+        owner = model
+        *path, attr = name.split(".")
+        for part in path:
+            owner = owner[int(part)] if isinstance(owner, list) else getattr(owner, part)
+        setattr(owner, attr, tensor)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "resmlp", "mlp-conditional"])
+def test_denoiser_plus_mse_passes_gradcheck_end_to_end(kind, backend):
+    rng = B.default_rng(0)
+    if kind == "mlp":
+        model = nn.MLPDenoiser(data_dim=2, width=4, depth=2, emb_dim=4, rng=rng)
+    elif kind == "resmlp":
+        model = nn.ResMLPDenoiser(data_dim=3, width=4, blocks=1, emb_dim=4, cond_dim=4, rng=rng)
+    else:
+        model = nn.MLPDenoiser(data_dim=2, width=4, depth=1, emb_dim=4, num_classes=3, rng=rng)
+    params = [f64(host(p.data)) for p in model.parameters()]
+    d = model.data_dim
+    x = f64(np.random.default_rng(1).normal(size=(3, d)))
+    target = f64(np.random.default_rng(2).normal(size=(3, d)))
+    t = B.asarray(np.array([0, 5, 99]), dtype=B.dtype("int64"))
+    y = B.asarray(np.array([0, 2, 3]), dtype=B.dtype("int64"))  # 3 is the null class
+
+    def loss(x_in, *weights):
+        _bind(model, weights)
+        out = model(x_in, t, y) if kind == "mlp-conditional" else model(x_in, t)
+        return A.mse(out, target)
+
+    assert gradcheck(loss, [Tensor(x)] + [Tensor(p) for p in params])
+
+
+def test_denoisers_keep_float32(backend):
+    for model in (nn.MLPDenoiser(), nn.ResMLPDenoiser(data_dim=20, width=32, blocks=2)):
+        x = B.default_rng(0).normal((5, model.data_dim))
+        t = B.default_rng(0).integers(0, 1000, (5,))
+        out = model(x, t)
+        assert out.shape == (5, model.data_dim) and out.dtype == B.dtype("float32")
+        A.mse(out, x).backward()
+        assert all(p.grad.dtype == B.dtype("float32") for p in model.parameters())
+
+
+def test_drop_labels_rate():
+    y = B.asarray(np.zeros(20000, dtype=np.int64))
+    dropped = host(nn.drop_labels(y, 10, 0.1, B.default_rng(0)))
+    assert set(np.unique(dropped)) == {0, 10}
+    assert abs((dropped == 10).mean() - 0.1) < 4 * math.sqrt(0.09 / 20000)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        nn.MLPDenoiser(activation_name="swishy")
+    with pytest.raises(ValueError, match="depth"):
+        nn.MLPDenoiser(depth=0)
+    with pytest.raises(ValueError, match="lr"):
+        optim.Adam(nn.Linear(2, 2).parameters(), lr=-1)
+    with pytest.raises(ValueError, match="empty parameter list"):
+        optim.Adam([], lr=1e-3)
+
+
+# -- optimizers against an independent float64 transcription of PyTorch --------
+
+
+def reference_run(kind, p0, grads, lr, **h):
+    """PyTorch's update equations, element by element in float64."""
+    p = p0.astype(np.float64).copy()
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    buf = None
+    b1, b2 = h.get("betas", (0.9, 0.999))
+    eps, wd = h.get("eps", 1e-8), h.get("weight_decay", 0.0)
+    for k, g in enumerate(grads, start=1):
+        g = g.astype(np.float64).copy()
+        if kind == "sgd":
+            g = g + wd * p
+            mom = h.get("momentum", 0.0)
+            if mom:
+                buf = g.copy() if buf is None else mom * buf + g
+                g = g + mom * buf if h.get("nesterov") else buf
+            p = p - lr * g
+            continue
+        if kind == "adamw":
+            p = p * (1 - lr * wd)
+        elif wd:
+            g = g + wd * p
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat = m / (1 - b1**k)
+        v_hat = v / (1 - b2**k)
+        p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return p
+
+
+@pytest.mark.parametrize(
+    "kind,kwargs",
+    [
+        ("sgd", {"lr": 0.1}),
+        ("sgd", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}),
+        ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+        ("adam", {"lr": 0.01}),
+        ("adam", {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-3, "weight_decay": 0.1}),
+        ("adamw", {"lr": 0.01, "weight_decay": 0.1}),
+    ],
+)
+def test_optimizer_matches_pytorch_equations(kind, kwargs, backend):
+    rng = np.random.default_rng(0)
+    shapes = [(3, 2), (2,), ()]
+    initial = [rng.normal(size=s) for s in shapes]
+    grads = [[rng.normal(size=s) for s in shapes] for _ in range(5)]
+    params = [nn.Parameter(f64(v)) for v in initial]
+    opt = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW}[kind](params, **kwargs)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = f64(g)
+        opt.step()
+    for i, p in enumerate(params):
+        expected = reference_run(kind, initial[i], [g[i] for g in grads], **kwargs)
+        assert np.allclose(host(p.data), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_optimizer_state_dict_resumes_exactly():
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(4, 3))
+    grads = [rng.normal(size=(4, 3)) for _ in range(6)]
+
+    def run(split):
+        p = nn.Parameter(start.copy())
+        opt = optim.Adam([p], lr=0.05)
+        for g in grads[:split]:
+            p.grad = g
+            opt.step()
+        if split < len(grads):
+            state = {k: (v.copy() if hasattr(v, "copy") else v) for k, v in opt.state_dict().items()}
+            p2 = nn.Parameter(p.data.copy())
+            opt = optim.Adam([p2], lr=0.05).load_state_dict(state)
+            p = p2
+            for g in grads[split:]:
+                p.grad = g
+                opt.step()
+        return p.data
+
+    assert np.array_equal(run(6), run(3))
+
+
+def test_clip_grad_norm(backend):
+    params = [nn.Parameter(f64(np.zeros(2))), nn.Parameter(f64(np.zeros((1,))))]
+    params[0].grad, params[1].grad = f64([3.0, 0.0]), f64([4.0])
+    norm = optim.clip_grad_norm(params, 1.0)
+    assert np.isclose(float(host(norm)), 5.0)
+    total = math.sqrt(sum(float((host(p.grad) ** 2).sum()) for p in params))
+    assert np.isclose(total, 1.0, rtol=1e-5)
+    params[0].grad, params[1].grad = f64([0.3, 0.0]), f64([0.4])
+    optim.clip_grad_norm(params, 1.0)
+    assert np.allclose(host(params[0].grad), [0.3, 0.0])  # under the limit: untouched
+
+
+def test_warmup_cosine():
+    lr = [optim.warmup_cosine(s, 1.0, warmup_steps=10, total_steps=110, min_lr=0.1) for s in range(120)]
+    assert np.isclose(lr[0], 0.1) and np.isclose(lr[9], 1.0)
+    assert np.isclose(lr[10], 1.0) and np.isclose(lr[60], 0.1 + 0.9 * 0.5)
+    assert np.isclose(lr[110], 0.1) and np.isclose(lr[119], 0.1)
+    assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
+
+
+def test_ema_follows_its_recursion_and_swaps(backend):
+    p = nn.Parameter(f64([0.0, 0.0]))
+    ema = optim.EMA([p], decay=0.9, warmup=True)
+    shadow = np.array([0.0, 0.0])
+    for k in range(20):
+        p.data[...] = f64([k + 1.0, -(k + 1.0)])
+        ema.update()
+        d = min(0.9, (1 + k) / (10 + k))
+        shadow = d * shadow + (1 - d) * np.array([k + 1.0, -(k + 1.0)])
+    assert np.allclose(host(ema.shadow), shadow)
+    with ema.average_parameters():
+        assert np.allclose(host(p.data), shadow)
+    assert np.allclose(host(p.data), [20.0, -20.0])
+
+
+def test_mlp_with_adam_fits_a_nonlinear_function():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, size=(512, 2)).astype(np.float32)
+    y = (np.sin(2 * x[:, :1]) * np.cos(1.5 * x[:, 1:])).astype(np.float32)
+    model = nn.Sequential(nn.Linear(2, 64, rng=B.default_rng(0)), A.gelu,
+                          nn.Linear(64, 64, rng=B.default_rng(1)), A.gelu,
+                          nn.Linear(64, 1, rng=B.default_rng(2)))
+    opt = optim.Adam(model.parameters(), lr=3e-3)
+    initial = A.mse(model(x), y).item()
+    for step in range(1500):
+        idx = rng.integers(0, 512, size=128)
+        loss = A.mse(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    final = A.mse(model(x), y).item()
+    assert final < 0.01 * initial and final < 2e-3, (initial, final)

@@ -1,0 +1,353 @@
+"""Neural-network building blocks and the two denoisers, with PyTorch's interfaces.
+
+``Module`` finds its parameters by walking its attributes (Parameters,
+sub-Modules, and lists of Modules), so a model is plain Python:
+
+    class Net(Module):
+        def __init__(self):
+            self.hidden = Linear(2, 64)
+            self.out = Linear(64, 2)
+
+The denoisers eps_theta(x_t, t) of the paper are generic networks called as
+``model(x, t)`` with a batch x of shape (N, D) and integer timesteps t of
+shape (N,), 0-indexed (code t = paper t - 1). They know nothing else about
+diffusion.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import autograd as A
+from . import backend as B
+from .autograd import Tensor
+from .backend import xp
+
+# ---------------------------------------------------------------------------
+# Module and Parameter
+# ---------------------------------------------------------------------------
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module owns and an optimizer updates (requires_grad=True)."""
+
+    __slots__ = ()
+
+    def __init__(self, data):
+        super().__init__(data, requires_grad=True)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
+
+
+class Module:
+    """Base class: parameters, train/eval mode, state dicts, as in PyTorch."""
+
+    training = True
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def named_children(self):
+        """(name, module) for each direct sub-module, lists flattened as name.0, name.1."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield f"{name}.{i}", item
+
+    def named_parameters(self, prefix=""):
+        """(dotted name, Parameter) for every parameter, in definition order."""
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+        for name, child in self.named_children():
+            yield from child.named_parameters(prefix + name + ".")
+
+    def parameters(self):
+        """All parameters as a list (what an optimizer takes)."""
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    def modules(self):
+        yield self
+        for _, child in self.named_children():
+            yield from child.modules()
+
+    def train(self, mode=True):
+        """Set training mode (kept for PyTorch familiarity; no layer here behaves differently)."""
+        for module in self.modules():
+            module.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        """Forget the gradients of the last backward pass."""
+        for p in self.parameters():
+            p.grad = None
+
+    def state_dict(self):
+        """{dotted name: array} of every parameter (the arrays, not copies)."""
+        return {name: p.data for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters; refuse missing, extra or mis-shaped entries."""
+        own = dict(self.named_parameters())
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        wrong = sorted(
+            f"{name} (expected {own[name].shape}, got {tuple(state[name].shape)})"
+            for name in set(own) & set(state)
+            if tuple(state[name].shape) != own[name].shape
+        )
+        problems = []
+        if missing:
+            problems.append("missing: " + ", ".join(missing))
+        if extra:
+            problems.append("unexpected: " + ", ".join(extra))
+        if wrong:
+            problems.append("wrong shape: " + ", ".join(wrong))
+        if problems:
+            raise ValueError(f"load_state_dict for {type(self).__name__}: " + "; ".join(problems))
+        for name, p in own.items():
+            value = B.asarray(state[name], dtype=p.dtype)
+            # Write into the existing array: an optimizer may hold views of it.
+            p.data[...] = value
+        return self
+
+
+class Sequential(Module):
+    """Modules applied one after another."""
+
+    def __init__(self, *layers):
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+# ---------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------
+
+
+def _rng(rng):
+    return B.default_rng(0) if rng is None else rng
+
+
+class Linear(Module):
+    """y = x W^T + b, W of shape (out_features, in_features).
+
+    PyTorch's default initialisation: W and b uniform on
+    [-1/sqrt(in_features), 1/sqrt(in_features)] (Kaiming-uniform with a = sqrt(5)).
+    ``zero_init`` starts W and b at zero (used for the last layer of a
+    residual denoiser, so it starts as the identity).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, rng=None, zero_init=False):
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"Linear: in_features and out_features must be >= 1, got {in_features}, {out_features}")
+        self.in_features, self.out_features = in_features, out_features
+        rng = _rng(rng)
+        bound = 1.0 / math.sqrt(in_features)
+        if zero_init:
+            self.weight = Parameter(xp.zeros((out_features, in_features), dtype=B.default_dtype()))
+            self.bias = Parameter(xp.zeros((out_features,), dtype=B.default_dtype())) if bias else None
+        else:
+            self.weight = Parameter(rng.uniform((out_features, in_features), -bound, bound))
+            self.bias = Parameter(rng.uniform((out_features,), -bound, bound)) if bias else None
+
+    def forward(self, x):
+        return A.linear(x, self.weight, self.bias)
+
+
+class LayerNorm(Module):
+    """Normalise over the last axis, then a learned scale and shift (Ba et al. 2016)."""
+
+    def __init__(self, features, eps=1e-5):
+        self.eps = eps
+        self.weight = Parameter(xp.ones((features,), dtype=B.default_dtype()))
+        self.bias = Parameter(xp.zeros((features,), dtype=B.default_dtype()))
+
+    def forward(self, x):
+        return A.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class Embedding(Module):
+    """A table of learned vectors looked up by integer index (class embeddings)."""
+
+    def __init__(self, num_embeddings, dim, rng=None):
+        self.weight = Parameter(_rng(rng).normal((num_embeddings, dim)))
+
+    def forward(self, indices):
+        return A.take_rows(self.weight, indices)
+
+
+ACTIVATIONS = {
+    "gelu": A.gelu,
+    "silu": A.silu,
+    "relu": A.relu,
+    "tanh": A.tanh,
+    "softplus": A.softplus,
+}
+
+
+def activation(name):
+    """The activation function called ``name`` (gelu, silu, relu, tanh, softplus)."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}") from None
+
+
+def timestep_embedding(t, dim, max_period=10000.0):
+    """The sinusoidal position embedding of Vaswani et al. 2017 that DDPM uses for t (Sec. 4).
+
+    emb[:, i] = sin(t * w_i) and emb[:, half + i] = cos(t * w_i) with
+    w_i = max_period^(-i / half): wavelengths from 2 pi to max_period * 2 pi,
+    so nearby timesteps get similar vectors and distant ones different.
+    t: integer array (N,), 0-indexed. Returns a float32 array (N, dim).
+    """
+    if dim < 2 or dim % 2:
+        raise ValueError(f"timestep_embedding: dim must be an even number >= 2, got {dim}")
+    half = dim // 2
+    dtype = B.default_dtype()
+    frequencies = xp.exp(xp.arange(half, dtype=dtype) * (-math.log(max_period) / half))
+    angles = xp.reshape(xp.astype(t, dtype), (-1, 1)) * frequencies  # (N, half)
+    return xp.concat([xp.sin(angles), xp.cos(angles)], axis=1)
+
+
+def _as_tensor(x):
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+class ClassConditioning(Module):
+    """A class embedding with a learned null class, added to the timestep embedding.
+
+    Ho and Salimans 2022 (classifier-free guidance): one network learns both
+    eps(x, c) and eps(x, null). The null class is index ``num_classes``;
+    y = None means "no label" (the null class for every example). Dropping
+    labels to the null class while training is the training loop's job
+    (``drop_labels``), so the model holds no random state.
+    """
+
+    def __init__(self, num_classes, dim, rng=None):
+        self.num_classes = num_classes
+        self.table = Embedding(num_classes + 1, dim, rng=rng)
+
+    def forward(self, y, n):
+        if y is None:
+            y = xp.full((n,), self.num_classes, dtype=xp.int64)
+        else:
+            y = xp.astype(y.data if isinstance(y, Tensor) else B.asarray(y), xp.int64)
+        return self.table(y)
+
+
+def drop_labels(y, num_classes, probability, rng):
+    """Replace each label by the null class (num_classes) with the given probability."""
+    if probability <= 0:
+        return y
+    drop = rng.uniform((y.shape[0],)) < probability
+    return xp.where(drop, xp.full(y.shape, num_classes, dtype=y.dtype), y)
+
+
+class MLPDenoiser(Module):
+    """The 2-D default denoiser: [x, emb(t)] -> (Linear, act) x depth -> Linear.
+
+    eps_theta(x_t, t) of Eq. 11 for low-dimensional data: the sinusoidal
+    timestep embedding is concatenated with x and passed through ``depth``
+    hidden layers of ``width`` units. Defaults: embedding 128, 3 hidden
+    layers of 128, GELU. With num_classes, a class embedding is added to the
+    timestep embedding (classifier-free guidance).
+    """
+
+    def __init__(self, data_dim=2, width=128, depth=3, emb_dim=128, activation_name="gelu",
+                 num_classes=None, rng=None):
+        if depth < 1:
+            raise ValueError(f"MLPDenoiser: depth must be >= 1, got {depth}")
+        rng = _rng(rng)
+        self.data_dim, self.emb_dim = data_dim, emb_dim
+        self.act = activation(activation_name)
+        self.activation_name = activation_name
+        self.hidden = [Linear(data_dim + emb_dim if i == 0 else width, width, rng=rng) for i in range(depth)]
+        self.out = Linear(width, data_dim, rng=rng)
+        self.num_classes = num_classes
+        self.classes = ClassConditioning(num_classes, emb_dim, rng=rng) if num_classes else None
+
+    def forward(self, x, t, y=None):
+        emb = Tensor(timestep_embedding(t, self.emb_dim))  # (N, emb_dim)
+        if self.classes is not None:
+            emb = emb + self.classes(y, x.shape[0])
+        h = A.concatenate([_as_tensor(x), emb], axis=1)  # (N, D + emb_dim)
+        for layer in self.hidden:
+            h = self.act(layer(h))
+        return self.out(h)
+
+
+class ResidualBlock(Module):
+    """h + Linear(act(Linear(act(LayerNorm(h))) + proj(cond))).
+
+    The conditioning vector (timestep, and class if any) enters every block
+    through its own projection, so each block knows the noise level.
+    """
+
+    def __init__(self, width, cond_dim, activation_name="silu", norm=True, rng=None):
+        self.act = activation(activation_name)
+        self.norm = LayerNorm(width) if norm else None
+        self.fc1 = Linear(width, width, rng=rng)
+        self.cond = Linear(cond_dim, width, rng=rng)
+        self.fc2 = Linear(width, width, rng=rng)
+
+    def forward(self, h, cond):
+        z = self.norm(h) if self.norm is not None else h
+        z = self.fc1(self.act(z)) + self.cond(cond)
+        return h + self.fc2(self.act(z))
+
+
+class ResMLPDenoiser(Module):
+    """The image default denoiser: a residual MLP on flattened images.
+
+    x -> Linear(D, width) -> blocks x ResidualBlock(width) -> LayerNorm -> act
+    -> Linear(width, D). The timestep embedding goes through a small MLP to a
+    conditioning vector fed into every block. MNIST defaults: width 1024,
+    2 blocks, SiLU, LayerNorm in the blocks.
+    """
+
+    def __init__(self, data_dim=784, width=1024, blocks=2, emb_dim=128, cond_dim=256,
+                 activation_name="silu", norm=True, num_classes=None, rng=None):
+        if blocks < 1:
+            raise ValueError(f"ResMLPDenoiser: blocks must be >= 1, got {blocks}")
+        rng = _rng(rng)
+        self.data_dim, self.emb_dim = data_dim, emb_dim
+        self.act = activation(activation_name)
+        self.time_in = Linear(emb_dim, cond_dim, rng=rng)
+        self.time_out = Linear(cond_dim, cond_dim, rng=rng)
+        self.num_classes = num_classes
+        self.classes = ClassConditioning(num_classes, cond_dim, rng=rng) if num_classes else None
+        self.inp = Linear(data_dim, width, rng=rng)
+        self.blocks = [ResidualBlock(width, cond_dim, activation_name, norm, rng=rng) for _ in range(blocks)]
+        self.norm_out = LayerNorm(width) if norm else None
+        self.out = Linear(width, data_dim, rng=rng)
+
+    def forward(self, x, t, y=None):
+        cond = self.time_out(self.act(self.time_in(Tensor(timestep_embedding(t, self.emb_dim)))))
+        if self.classes is not None:
+            cond = cond + self.classes(y, x.shape[0])
+        cond = self.act(cond)  # (N, cond_dim)
+        h = self.inp(x)  # (N, width)
+        for block in self.blocks:
+            h = block(h, cond)
+        if self.norm_out is not None:
+            h = self.norm_out(h)
+        return self.out(self.act(h))  # (N, D)
