@@ -356,13 +356,14 @@ def read_losses(run_dir):
 
 
 def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=None, stop_at=None,
-          log=print) -> TrainResult:
+          max_seconds=None, log=print) -> TrainResult:
     """Train by Algorithm 1 into ``out_dir`` (checkpoint.npz, losses.csv, config.json).
 
     resume=True continues from out_dir/checkpoint.npz with its saved
     configuration (``config`` then only supplies data_dir). stop_at ends this
     call at that step (a checkpoint is written) without changing the
-    configured total, as a Ctrl-C would.
+    configured total, as a Ctrl-C would; max_seconds does the same after that
+    much wall-clock time (the learning-rate schedule still follows config.steps).
     """
     os.makedirs(out_dir, exist_ok=True)
     checkpoint = os.path.join(out_dir, "checkpoint.npz")
@@ -425,7 +426,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
 
     try:
         while run.step < end:
-            if interrupted["flag"]:
+            if interrupted["flag"] or (max_seconds and time.perf_counter() - start_time > max_seconds):
                 stopped_early = True
                 break
             step = run.step
@@ -469,7 +470,8 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
             signal.signal(signal.SIGINT, previous_handler)
     seconds = time.perf_counter() - start_time
     if stopped_early:
-        log(f"interrupted at step {run.step}: saved {checkpoint}; continue with --resume")
+        reason = "interrupted" if interrupted["flag"] else "time limit reached"
+        log(f"{reason} at step {run.step}: saved {checkpoint}; continue with --resume")
     return TrainResult(run, checkpoint, all_losses, stopped_early, seconds)
 
 
