@@ -204,8 +204,8 @@ def asarray(value, dtype=None):
 
 def to_numpy(value) -> _np.ndarray:
     """Bring an array (or Tensor, or Python number) to the host as NumPy."""
-    if hasattr(value, "data") and not isinstance(value, (_np.ndarray, memoryview)):
-        value = value.data  # a Tensor
+    if type(value).__name__ in ("Tensor", "Parameter"):
+        value = value.data  # (not hasattr "data": CuPy arrays have a .data pointer too)
     if isinstance(value, _np.ndarray):
         return value
     if type(value).__module__.startswith("cupy"):
