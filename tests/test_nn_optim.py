@@ -278,3 +278,18 @@ def test_mlp_with_adam_fits_a_nonlinear_function():
         opt.step()
     final = A.mse(model(x), y).item()
     assert final < 0.01 * initial and final < 2e-3, (initial, final)
+
+
+def test_cross_entropy_matches_its_definition_and_gradcheck(backend):
+    logits = np.random.default_rng(0).normal(size=(5, 4))
+    labels = np.array([0, 3, 1, 1, 2])
+    expected = -np.mean([logits[i, labels[i]] - np.log(np.exp(logits[i]).sum()) for i in range(5)])
+    y = B.asarray(labels, dtype=B.dtype("int64"))
+    assert np.isclose(nn.cross_entropy(Tensor(f64(logits)), y).item(), expected)
+    assert gradcheck(lambda z: nn.cross_entropy(z, y), [Tensor(f64(logits))])
+
+
+def test_plain_mlp_shapes():
+    model = nn.MLP(6, [8, 8], 3)
+    assert model(B.asarray(np.ones((2, 6), dtype=np.float32))).shape == (2, 3)
+    assert len(model.parameters()) == 6

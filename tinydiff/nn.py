@@ -351,3 +351,38 @@ class ResMLPDenoiser(Module):
         if self.norm_out is not None:
             h = self.norm_out(h)
         return self.out(self.act(h))  # (N, D)
+
+
+class MLP(Module):
+    """A plain multilayer perceptron: (Linear, act) for each hidden size, then Linear.
+
+    Used as the MNIST classifier that measures conditional samples; any
+    vector-to-vector network.
+    """
+
+    def __init__(self, in_features, hidden_sizes, out_features, activation_name="relu", rng=None):
+        rng = _rng(rng)
+        self.act = activation(activation_name)
+        self.activation_name = activation_name
+        sizes = [in_features, *hidden_sizes]
+        self.hidden = [Linear(a, b, rng=rng) for a, b in zip(sizes[:-1], sizes[1:])]
+        self.out = Linear(sizes[-1], out_features, rng=rng)
+
+    def forward(self, x):
+        h = x
+        for layer in self.hidden:
+            h = self.act(layer(h))
+        return self.out(h)
+
+
+def cross_entropy(logits, labels):
+    """Mean negative log-likelihood of integer labels under softmax(logits).
+
+    -mean_i log softmax(logits_i)[labels_i], written as a sum against a
+    one-hot matrix so the gradient flows through log_softmax.
+    """
+    logits = _as_tensor(logits)
+    n, classes = logits.shape
+    labels = labels.data if isinstance(labels, Tensor) else B.asarray(labels)
+    one_hot = xp.astype(xp.reshape(labels, (-1, 1)) == xp.arange(classes, dtype=labels.dtype), logits.dtype)
+    return -(A.log_softmax(logits, axis=1) * one_hot).sum() * (1.0 / n)

@@ -207,36 +207,22 @@ def _json_array(value) -> np.ndarray:
     return np.frombuffer(json.dumps(value).encode("utf-8"), dtype=np.uint8)
 
 
-def save_checkpoint(run: Run, path) -> str:
-    """Write run to ``path`` atomically: a temporary file in the same folder, then a rename."""
+def write_npz_atomic(path, header: dict, arrays: dict) -> str:
+    """Write arrays and a JSON header to ``path`` as .npz, atomically.
+
+    The file is written to a temporary name in the same folder, flushed to
+    disk, then renamed over ``path``: a crash leaves the old file or the new
+    one, never half of one. Any model's weights can be saved this way.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    header = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "config": dataclasses.asdict(run.config),
-        "step": run.step,
-        "rng_state": run.rng.state(),
-        "optimizer": {"step_count": run.optimizer.step_count, "lr": run.optimizer.lr},
-        "ema": None if run.ema is None else {"updates": run.ema.updates, "decay": run.ema.decay},
-        "data_dim": run.data_dim,
-        "num_classes": run.num_classes,
-        "image_shape": list(run.image_shape) if run.image_shape else None,
-        "backend": B.get_backend(),
-    }
-    arrays = {"header": _json_array(header)}
-    for name, value in run.model.state_dict().items():
-        arrays["model/" + name] = B.to_numpy(value)
-    for name, value in run.optimizer.state_dict().items():
-        if name not in ("step_count", "lr"):
-            arrays["optimizer/" + name] = B.to_numpy(value)
-    if run.ema is not None:
-        arrays["ema/shadow"] = B.to_numpy(run.ema.shadow)
+    payload = {"header": _json_array(header)}
+    payload.update({name: B.to_numpy(value) for name, value in arrays.items()})
     handle, temporary = tempfile.mkstemp(prefix=".checkpoint-", suffix=".npz.tmp", dir=folder)
     try:
         with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
+            np.savez(file, **payload)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -247,8 +233,12 @@ def save_checkpoint(run: Run, path) -> str:
     return path
 
 
-def read_checkpoint(path) -> tuple[dict, dict]:
-    """(header, arrays) of a checkpoint file; CheckpointError for anything else."""
+def read_npz(path, expected_format=CHECKPOINT_FORMAT, expected_version=CHECKPOINT_VERSION) -> tuple[dict, dict]:
+    """(header, arrays) of a file written by write_npz_atomic; CheckpointError for anything else.
+
+    Loaded with allow_pickle=False: a file from elsewhere can hold only
+    arrays and JSON. A folder is taken to mean the checkpoint.npz inside it.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path}")
@@ -276,14 +266,43 @@ def read_checkpoint(path) -> tuple[dict, dict]:
         header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: the checkpoint header is not valid JSON ({error})") from None
-    if header.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a tinydiff checkpoint (format {header.get('format')!r})")
-    if header.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {header.get('version')}, this tinydiff reads {CHECKPOINT_VERSION}")
+    if header.get("format") != expected_format:
+        raise CheckpointError(f"{path} is not a {expected_format} file (format {header.get('format')!r})")
+    if header.get("version") != expected_version:
+        raise CheckpointError(f"{path} has version {header.get('version')}, this tinydiff reads {expected_version}")
     return header, arrays
 
 
-def load_run(path, dataset_info: bool = True) -> Run:
+def save_checkpoint(run: Run, path) -> str:
+    """Write a run (model, optimizer, EMA, step, generator, config) to ``path`` atomically."""
+    header = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": dataclasses.asdict(run.config),
+        "step": run.step,
+        "rng_state": run.rng.state(),
+        "optimizer": {"step_count": run.optimizer.step_count, "lr": run.optimizer.lr},
+        "ema": None if run.ema is None else {"updates": run.ema.updates, "decay": run.ema.decay},
+        "data_dim": run.data_dim,
+        "num_classes": run.num_classes,
+        "image_shape": list(run.image_shape) if run.image_shape else None,
+        "backend": B.get_backend(),
+    }
+    arrays = {"model/" + name: value for name, value in run.model.state_dict().items()}
+    for name, value in run.optimizer.state_dict().items():
+        if name not in ("step_count", "lr"):
+            arrays["optimizer/" + name] = value
+    if run.ema is not None:
+        arrays["ema/shadow"] = run.ema.shadow
+    return write_npz_atomic(path, header, arrays)
+
+
+def read_checkpoint(path) -> tuple[dict, dict]:
+    """(header, arrays) of a training checkpoint; CheckpointError for anything else."""
+    return read_npz(path)
+
+
+def load_run(path) -> Run:
     """Rebuild a Run (model, optimizer, EMA, generator, step) from a checkpoint."""
     header, arrays = read_checkpoint(path)
     try:
