@@ -7,8 +7,14 @@ proves, without a GPU, that the core calls nothing NumPy-only.
 
 import os
 
-import matplotlib
-import pytest
+# One BLAS thread for the suite: the test models are small, and OpenBLAS
+# threads that spin on small matrices slow a step by 10x or more whenever
+# another process shares the two cores. Set before NumPy is first imported.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import matplotlib  # noqa: E402
+import pytest  # noqa: E402
 
 matplotlib.use("Agg")
 
