@@ -106,3 +106,29 @@ def test_conditional_eightgaussians_lands_in_the_asked_component(tmp_path):
     # without guidance, 97% with w = 2 (chance would be 12.5%)
     assert plain.min() > 0.9, plain
     assert guided.min() > 0.97, guided
+
+
+def test_low_resolution_is_block_means():
+    x = np.arange(2 * 16, dtype=np.float32).reshape(2, 16)
+    low = B.to_numpy(T.low_resolution(x, (4, 4), 2)).reshape(2, 4, 4)
+    expected = data.upsample(data.downsample(x.reshape(2, 4, 4), 2), 2)
+    assert np.allclose(low, expected)
+    assert np.isclose(low[0, 0, 0], np.mean([0, 1, 4, 5]))
+
+
+def test_super_resolution_output_downsamples_to_its_input(tmp_path):
+    config = T.TrainConfig(data="digits", superres=2, steps=800, model="resmlp", width=128, depth=2,
+                           batch_size=128, lr=1e-3, T=100, schedule="cosine", prediction="v",
+                           checkpoint_every=10_000)
+    run = T.use_ema_weights(T.train(config, tmp_path, progress=False, log=lambda *_: None).run)
+    x = data.load("digits").x[:200]
+    low = T.low_resolution(B.asarray(x), (8, 8), 2)  # 4x4 digits, blown up to 8x8
+    out = samplers.ddim(run.model, run.diffusion, (200, 64), B.default_rng(0), steps=25, clip_x0=True,
+                        model_kwargs={"extra": low})
+    error = np.abs(B.to_numpy(T.low_resolution(out, (8, 8), 2)) - B.to_numpy(low)).mean()
+    other = np.abs(B.to_numpy(low)[::-1] - B.to_numpy(low)).mean()  # another digit's low resolution
+    # stated threshold: the output, downsampled, is within 0.1 (on the [-1, 1] scale) of the
+    # low-resolution input on average; a different digit's is about 0.35 away
+    assert error < 0.1 and error < 0.3 * other, (error, other)
+    with pytest.raises(ValueError, match="superres needs image data"):
+        T.new_run(T.TrainConfig(data="moons", superres=2))

@@ -786,3 +786,29 @@ def _batch_stream(x, labels, batch_size, rng, start):
             index = order[b * batch_size:(b + 1) * batch_size]
             yield x[index] if labels is None else (x[index], labels[index])
         skip = 0
+
+
+# ---------------------------------------------------------------------------
+# Resolution changes (super-resolution)
+# ---------------------------------------------------------------------------
+
+
+def downsample(images, factor=2):
+    """Average-pool (N, H, W) images by ``factor`` in each direction: (N, H/f, W/f)."""
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"images must have shape (N, H, W), got {images.shape}")
+    n, h, w = images.shape
+    if factor < 1 or h % factor or w % factor:
+        raise ValueError(f"factor must be a positive divisor of H = {h} and W = {w}, got {factor}")
+    return images.reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))  # (N, H/f, W/f)
+
+
+def upsample(images, factor=2):
+    """Repeat each pixel of (N, h, w) images ``factor`` times in each direction (nearest neighbour)."""
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"images must have shape (N, h, w), got {images.shape}")
+    if factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor}")
+    return np.repeat(np.repeat(images, factor, axis=1), factor, axis=2)

@@ -228,6 +228,14 @@ def timestep_embedding(t, dim, max_period=10000.0):
     return xp.concat([xp.sin(angles), xp.cos(angles)], axis=1)
 
 
+def _check_extra(extra, n, dim):
+    if extra is None:
+        raise ValueError(f"this denoiser was built with extra_dim={dim}: call it as model(x, t, extra=...)")
+    if tuple(extra.shape) != (n, dim):
+        raise ValueError(f"extra must have shape (N, extra_dim) = ({n}, {dim}), got {tuple(extra.shape)}")
+    return extra
+
+
 def _as_tensor(x):
     return x if isinstance(x, Tensor) else Tensor(x)
 
@@ -273,23 +281,28 @@ class MLPDenoiser(Module):
     """
 
     def __init__(self, data_dim=2, width=128, depth=3, emb_dim=128, activation_name="gelu",
-                 num_classes=None, rng=None):
+                 num_classes=None, extra_dim=None, rng=None):
         if depth < 1:
             raise ValueError(f"MLPDenoiser: depth must be >= 1, got {depth}")
         rng = _rng(rng)
         self.data_dim, self.emb_dim = data_dim, emb_dim
         self.act = activation(activation_name)
         self.activation_name = activation_name
-        self.hidden = [Linear(data_dim + emb_dim if i == 0 else width, width, rng=rng) for i in range(depth)]
+        self.extra_dim = extra_dim  # an extra input concatenated to x (a low-resolution image, say)
+        first = data_dim + emb_dim + (extra_dim or 0)
+        self.hidden = [Linear(first if i == 0 else width, width, rng=rng) for i in range(depth)]
         self.out = Linear(width, data_dim, rng=rng)
         self.num_classes = num_classes
         self.classes = ClassConditioning(num_classes, emb_dim, rng=rng) if num_classes else None
 
-    def forward(self, x, t, y=None):
+    def forward(self, x, t, y=None, extra=None):
         emb = Tensor(timestep_embedding(t, self.emb_dim))  # (N, emb_dim)
         if self.classes is not None:
             emb = emb + self.classes(y, x.shape[0])
-        h = A.concatenate([_as_tensor(x), emb], axis=1)  # (N, D + emb_dim)
+        inputs = [_as_tensor(x), emb]
+        if self.extra_dim:
+            inputs.append(_as_tensor(_check_extra(extra, x.shape[0], self.extra_dim)))
+        h = A.concatenate(inputs, axis=1)  # (N, D + emb_dim [+ extra_dim])
         for layer in self.hidden:
             h = self.act(layer(h))
         return self.out(h)
@@ -325,7 +338,7 @@ class ResMLPDenoiser(Module):
     """
 
     def __init__(self, data_dim=784, width=1024, blocks=2, emb_dim=128, cond_dim=256,
-                 activation_name="silu", norm=True, num_classes=None, rng=None):
+                 activation_name="silu", norm=True, num_classes=None, extra_dim=None, rng=None):
         if blocks < 1:
             raise ValueError(f"ResMLPDenoiser: blocks must be >= 1, got {blocks}")
         rng = _rng(rng)
@@ -336,16 +349,20 @@ class ResMLPDenoiser(Module):
         self.num_classes = num_classes
         self.classes = ClassConditioning(num_classes, cond_dim, rng=rng) if num_classes else None
         self.inp = Linear(data_dim, width, rng=rng)
+        self.extra_dim = extra_dim  # e.g. the upsampled low-resolution image of super-resolution
+        self.extra_in = Linear(extra_dim, width, bias=False, rng=rng) if extra_dim else None
         self.blocks = [ResidualBlock(width, cond_dim, activation_name, norm, rng=rng) for _ in range(blocks)]
         self.norm_out = LayerNorm(width) if norm else None
         self.out = Linear(width, data_dim, rng=rng)
 
-    def forward(self, x, t, y=None):
+    def forward(self, x, t, y=None, extra=None):
         cond = self.time_out(self.act(self.time_in(Tensor(timestep_embedding(t, self.emb_dim)))))
         if self.classes is not None:
             cond = cond + self.classes(y, x.shape[0])
         cond = self.act(cond)  # (N, cond_dim)
         h = self.inp(x)  # (N, width)
+        if self.extra_in is not None:  # [x, extra] @ W^T, written as two products
+            h = h + self.extra_in(_check_extra(extra, x.shape[0], self.extra_dim))
         for block in self.blocks:
             h = block(h, cond)
         if self.norm_out is not None:

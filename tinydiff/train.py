@@ -68,6 +68,7 @@ class TrainConfig:
     n_data: int | None = None  # points drawn for a 2-D set; a subset size for images
     data_dir: str | None = None
     conditional: bool = False  # train with labels (classifier-free guidance)
+    superres: int = 0  # > 0: condition on the image downsampled by this factor (super-resolution)
     label_dropout: float = 0.1  # p of replacing a label by the null class
     steps: int = 5000
     batch_size: int | None = None
@@ -128,6 +129,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip!r}")
         if self.emb_dim % 2:
             raise ValueError(f"emb_dim must be even, got {self.emb_dim}")
+        if not isinstance(self.superres, int) or self.superres < 0 or self.superres == 1:
+            raise ValueError(f"superres must be 0 (off) or a downsampling factor >= 2, got {self.superres!r}")
         return self
 
 
@@ -146,11 +149,28 @@ def build_model(config: TrainConfig, data_dim: int, num_classes: int | None = No
     """The denoiser a (resolved) configuration names, initialised from its seed."""
     rng = B.default_rng((config.seed, 1))  # its own stream: the model does not shift the data draws
     classes = num_classes if config.conditional else None
+    extra = data_dim if config.superres else None  # the upsampled low-resolution image
     if config.model == "mlp":
         return nn.MLPDenoiser(data_dim=data_dim, width=config.width, depth=config.depth, emb_dim=config.emb_dim,
-                              activation_name=config.activation, num_classes=classes, rng=rng)
+                              activation_name=config.activation, num_classes=classes, extra_dim=extra, rng=rng)
     return nn.ResMLPDenoiser(data_dim=data_dim, width=config.width, blocks=config.depth, emb_dim=config.emb_dim,
-                             activation_name=config.activation, num_classes=classes, rng=rng)
+                             activation_name=config.activation, num_classes=classes, extra_dim=extra, rng=rng)
+
+
+def low_resolution(x, image_shape, factor):
+    """Flattened images x (N, H*W) average-pooled by ``factor``, then blown back up to (N, H*W).
+
+    The conditioning input of super-resolution: the same number of pixels as
+    x, each the mean of its factor x factor block (nearest-neighbour upsampling
+    of the low-resolution image).
+    """
+    h, w = image_shape
+    if h % factor or w % factor:
+        raise ValueError(f"superres factor {factor} must divide the image size {h}x{w}")
+    n = x.shape[0]
+    blocks = xp.reshape(x, (n, h // factor, factor, w // factor, factor))
+    means = xp.mean(blocks, axis=(2, 4), keepdims=True)  # (N, h/f, 1, w/f, 1)
+    return xp.reshape(xp.broadcast_to(means, tuple(blocks.shape)), (n, h * w))
 
 
 def load_data(config: TrainConfig):
@@ -184,6 +204,8 @@ def new_run(config: TrainConfig, dataset=None) -> tuple[Run, object]:
     if dataset is None:
         dataset = load_data(config)
     config = config.resolved(dataset.image_shape is not None)
+    if config.superres and dataset.image_shape is None:
+        raise ValueError(f"superres needs image data, and {config.data!r} is a 2D set")
     if config.conditional and dataset.labels is None:
         raise ValueError(
             f"conditional training needs labels, and data set {config.data!r} has none; "
@@ -456,10 +478,12 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
             run.optimizer.lr = lr
             index = run.rng.integers(0, n_data, (config.batch_size,))
             x0 = xp.take(data_x, index, axis=0)  # (B, D)
-            model_kwargs = None
+            model_kwargs = {}
             if labels is not None:
                 y = nn.drop_labels(xp.take(labels, index, axis=0), run.num_classes, config.label_dropout, run.rng)
-                model_kwargs = {"y": y}
+                model_kwargs["y"] = y
+            if config.superres:
+                model_kwargs["extra"] = low_resolution(x0, run.image_shape, config.superres)
             loss = run.diffusion.training_loss(run.model, x0, run.rng, model_kwargs=model_kwargs)
             run.optimizer.zero_grad()
             loss.backward()
@@ -520,7 +544,10 @@ def loss_by_timestep(run: Run, x0, buckets=10, per_bucket=512, seed=0):
         for low, high in zip(edges[:-1], edges[1:]):
             index = rng.integers(0, data_x.shape[0], (per_bucket,))
             t = rng.integers(int(low), int(high), (per_bucket,))
-            loss = run.diffusion.training_loss(run.model, xp.take(data_x, index, axis=0), rng, t=t)
+            x0_batch = xp.take(data_x, index, axis=0)
+            kwargs = {"extra": low_resolution(x0_batch, run.image_shape, run.config.superres)} \
+                if run.config.superres else None
+            loss = run.diffusion.training_loss(run.model, x0_batch, rng, t=t, model_kwargs=kwargs)
             centres.append((low + high - 1) / 2)
             losses.append(loss.item())
     return np.array(centres), np.array(losses)
