@@ -420,7 +420,7 @@ def command_plot(args):
         out = args.out or os.path.join(folder, "vlb.png")
         viz.plot_vlb_terms(terms, out, prior=float(B.to_numpy(bound["prior"]).mean()))
         _log(f"bound: {float(B.to_numpy(bound['total']).mean()):.3f} nats per example, "
-             f"{float(B.to_numpy(bound['bpd']).mean()):.3f} bits per dimension")
+             f"{float(B.to_numpy(bound['bits_per_dim']).mean()):.3f} bits per dimension")
         _log(f"wrote {out}")
         return 0
     raise UsageError(f"unknown plot {what!r}")  # pragma: no cover - argparse checks
