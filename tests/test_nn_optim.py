@@ -295,3 +295,27 @@ def test_plain_mlp_shapes():
     model = nn.MLP(6, [8, 8], 3)
     assert model(B.asarray(np.ones((2, 6), dtype=np.float32))).shape == (2, 3)
     assert len(model.parameters()) == 6
+
+
+def test_optimizer_clip_matches_the_function_and_ema_source_matches_gathering(backend):
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=(3, 2)), rng.normal(size=(4,))]
+    grads = [rng.normal(size=(3, 2)) * 5, rng.normal(size=(4,)) * 5]
+    a = [nn.Parameter(f64(v)) for v in values]
+    b = [nn.Parameter(f64(v)) for v in values]
+    opt_a, opt_b = optim.Adam(a, lr=0.1), optim.Adam(b, lr=0.1)
+    ema_a = optim.EMA(a, decay=0.9)
+    ema_b = optim.EMA(b, decay=0.9, source=opt_b.flat)
+    for _ in range(3):
+        for p, q, g in zip(a, b, grads):
+            p.grad, q.grad = f64(g), f64(g)
+        norm_a = optim.clip_grad_norm(a, 1.0)
+        norm_b = opt_b.clip_grad_norm(1.0)
+        assert np.isclose(float(host(norm_a)), float(host(norm_b)))
+        opt_a.step()
+        opt_b.step()
+        ema_a.update()
+        ema_b.update()
+    for p, q in zip(a, b):
+        assert np.allclose(host(p.data), host(q.data), rtol=1e-12, atol=1e-12)
+    assert np.allclose(host(ema_a.shadow), host(ema_b.shadow), rtol=1e-12, atol=1e-12)

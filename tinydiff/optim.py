@@ -72,6 +72,7 @@ class Optimizer:
             self.flat[start:stop] = xp.reshape(p.data, (-1,))
             p.data = xp.reshape(self.flat[start:stop], p.shape)  # a view, not a copy
         self.flat_grad = xp.zeros_like(self.flat)
+        self._gathered = False  # flat_grad already holds this step's (clipped) gradient
         self._work = xp.zeros_like(self.flat)
         # Slices for cache-sized passes on the CPU; one slice on a GPU.
         chunk = offset if B.get_backend() == "cupy" else CHUNK
@@ -94,7 +95,24 @@ class Optimizer:
     def step(self):
         """One update of every parameter from its current .grad."""
         self.step_count += 1
-        self._update(self._gather_grads())
+        g = self.flat_grad if self._gathered else self._gather_grads()
+        self._gathered = False
+        self._update(g)
+
+    def clip_grad_norm(self, max_norm):
+        """clip_grad_norm for this optimizer's parameters, on the flat gradient.
+
+        The same result as ``clip_grad_norm(params, max_norm)``, in two
+        passes over one vector (a dot product, a scaling) instead of one
+        small reduction and one new array per parameter. step() then uses
+        the clipped flat gradient.
+        """
+        _check_positive("max_norm", max_norm, "clip_grad_norm")
+        g = self._gather_grads()
+        self._gathered = True
+        norm = xp.sqrt(xp.vecdot(g, g))
+        g *= xp.minimum(max_norm / (norm + 1e-6), 1.0)
+        return norm
 
     def _update(self, g):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -276,7 +294,7 @@ class EMA:
     ``average_parameters()`` swaps the averaged weights in for sampling.
     """
 
-    def __init__(self, params, decay=0.999, warmup=True):
+    def __init__(self, params, decay=0.999, warmup=True, source=None):
         self.params = _check_params(params, "EMA")
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA: decay must lie in [0, 1), got {decay}")
@@ -289,6 +307,13 @@ class EMA:
         self.shadow = xp.zeros((offset,), dtype=self.params[0].dtype)
         self._gather(self.shadow)
         self._work = xp.zeros_like(self.shadow)
+        # source: a flat array that already holds the parameters in this order
+        # (an optimizer's .flat), read directly instead of gathered each update.
+        if source is not None and tuple(source.shape) != (offset,):
+            raise ValueError(f"EMA: source must be a flat array of {offset} elements, got shape {tuple(source.shape)}")
+        self.source = source
+        chunk = offset if B.get_backend() == "cupy" else CHUNK
+        self._chunks = [(start, min(start + chunk, offset)) for start in range(0, offset, max(chunk, 1))]
 
     def _gather(self, out):
         for p, (start, stop) in zip(self.params, self._slices):
@@ -301,13 +326,17 @@ class EMA:
         return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
 
     def update(self):
-        """Fold the current parameters into the average."""
+        """Fold the current parameters into the average: shadow += (1 - d) (params - shadow)."""
         d = self.current_decay()
         self.updates += 1
-        work = self._gather(self._work)
-        work *= 1.0 - d
-        self.shadow *= d
-        self.shadow += work
+        params = self.source if self.source is not None else self._gather(self._work)
+        for start, stop in self._chunks:  # cache-sized passes, as in Adam
+            shadow, work = self.shadow[start:stop], self._work[start:stop]
+            if params is not self._work:
+                work[...] = params[start:stop]
+            work -= shadow
+            work *= 1.0 - d
+            shadow += work
 
     def copy_to(self, params=None):
         """Overwrite the parameters with the averaged values."""

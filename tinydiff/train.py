@@ -214,7 +214,7 @@ def new_run(config: TrainConfig, dataset=None) -> tuple[Run, object]:
     model = build_model(config, dataset.dim, dataset.num_classes)
     diffusion = build_diffusion(config)
     optimizer = optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    ema = optim.EMA(model.parameters(), decay=config.ema) if config.ema > 0 else None
+    ema = optim.EMA(model.parameters(), decay=config.ema, source=optimizer.flat) if config.ema > 0 else None
     run = Run(config, model, diffusion, optimizer, ema, B.default_rng(config.seed), 0, dataset.dim,
               dataset.num_classes, dataset.image_shape)
     return run, dataset
@@ -338,7 +338,7 @@ def load_run(path) -> Run:
         optimizer.load_state_dict(opt_state)
         ema = None
         if header["ema"] is not None:
-            ema = optim.EMA(model.parameters(), decay=header["ema"]["decay"])
+            ema = optim.EMA(model.parameters(), decay=header["ema"]["decay"], source=optimizer.flat)
             ema.load_state_dict({"shadow": arrays["ema/shadow"], "updates": header["ema"]["updates"]})
         rng = B.default_rng(config.seed)
         rng.set_state(header["rng_state"])
@@ -424,7 +424,6 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
     data_x = B.asarray(dataset.x)  # the whole set on the device once: batches never cross
     labels = B.asarray(dataset.labels) if config.conditional else None
     n_data = dataset.x.shape[0]
-    params = run.model.parameters()
     loss_log = _LossLog(os.path.join(out_dir, "losses.csv"), run.step)
     end = config.steps if stop_at is None else min(config.steps, stop_at)
     # float(loss) on every step is free on the CPU; on a GPU it is a sync, so check at each flush.
@@ -489,7 +488,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
             run.optimizer.zero_grad()
             loss.backward()
             if config.grad_clip:
-                optim.clip_grad_norm(params, config.grad_clip)
+                run.optimizer.clip_grad_norm(config.grad_clip)
             run.optimizer.step()
             if run.ema is not None:
                 run.ema.update()
