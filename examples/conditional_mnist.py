@@ -1,0 +1,266 @@
+"""Class-conditional MNIST with classifier-free guidance: how the weight w trades diversity for accuracy.
+
+    python examples/train_classifier.py --data-dir DIR                  # the judge, runs/classifier.npz
+    python examples/conditional_mnist.py --data-dir DIR                 # about 20 minutes on two cores
+    python examples/conditional_mnist.py --checkpoint runs/conditional-mnist --guidance 0 1 3 5
+    python examples/conditional_mnist.py --data digits --minutes 1 --out runs/conditional-digits
+
+Trains the residual-MLP denoiser with labels (Ho and Salimans 2022: each
+label is replaced by a learned null class with probability --label-dropout,
+so one network learns eps(x, c) and eps(x, null)), with v-prediction, the
+cosine schedule and EMA as in examples/train_mnist.py, within --minutes; or
+loads a finished run with --checkpoint (--resume continues the run in --out).
+
+Then, for each guidance weight w, it draws --per-class digits of every class
+with the guided model of Eq. 6, eps~ = (1 + w) eps(x, c) - w eps(x, null),
+all from the same starting noise, and measures:
+  accuracy   the fraction the classifier of examples/train_classifier.py
+             (--classifier) reads as the asked digit;
+  diversity  the mean pairwise L2 distance between samples of one class,
+             divided by the same for real test images of that class, averaged
+             over classes: 1.0 is as diverse as the data, lower is more alike.
+Writes into --out: checkpoint.npz and losses.csv (when it trains),
+samples_w{w}.png (a row per digit), guidance.png (the w side by side),
+samples.npz and results.json.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from tinydiff import backend as B
+from tinydiff import data, samplers, viz
+from tinydiff import train as T
+
+SHOWN_PER_CLASS = 10  # images per row in the figures
+
+
+def mean_pairwise_distance(x):
+    """Mean Euclidean distance over the m (m - 1) / 2 distinct pairs of rows of x (m, D)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape[0] < 2:
+        raise ValueError(f"mean_pairwise_distance needs at least 2 rows, got {x.shape[0]}")
+    squared = np.sum(x * x, axis=1)
+    d2 = squared[:, None] + squared[None, :] - 2.0 * (x @ x.T)  # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b, (m, m)
+    upper = np.triu_indices(x.shape[0], k=1)
+    return float(np.mean(np.sqrt(np.maximum(d2[upper], 0.0))))
+
+
+def diversity_ratios(samples, labels, real, real_labels, num_classes):
+    """Per class: mean pairwise distance of the samples / that of the real images of the class."""
+    ratios = []
+    for k in range(num_classes):
+        ratios.append(mean_pairwise_distance(samples[labels == k]) / mean_pairwise_distance(real[real_labels == k]))
+    return np.array(ratios)
+
+
+def held_out_images(name, data_dir=None):
+    """The held-out images of data set ``name``: its test split; digits has one split, so all of it."""
+    if name == "digits":
+        return data.load("digits")
+    return data.load(name, split="test", data_dir=data_dir)
+
+
+def reference_images(dataset, per_class=500, seed=0):
+    """At most ``per_class`` real images of each class of ``dataset``, drawn by ``seed``: (x, labels)."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for k in range(dataset.num_classes):
+        index = np.flatnonzero(dataset.labels == k)
+        keep.append(rng.choice(index, size=min(per_class, index.size), replace=False))
+    keep = np.sort(np.concatenate(keep))
+    return dataset.x[keep], dataset.labels[keep]
+
+
+def classifier_module():
+    """examples/train_classifier.py, which sits next to this file."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import train_classifier
+
+    return train_classifier
+
+
+def load_judge(path, dim, data_name=None):
+    """The classifier saved by examples/train_classifier.py, or None (and say why) when there is none."""
+    if not path or path.lower() == "none":
+        print("no classifier given (--classifier): accuracy is not measured")
+        return None
+    if not os.path.exists(path):
+        print(f"no classifier at {path}: accuracy is not measured. Make one with\n"
+              f"    python examples/train_classifier.py --data-dir DIR --out {path}")
+        return None
+    model, header = classifier_module().load_classifier(path)
+    if header["in_features"] != dim:
+        raise SystemExit(f"--classifier {path} reads images of {header['in_features']} pixels, "
+                         f"these have {dim}; train one on the same data set")
+    if data_name and header.get("data") not in (None, data_name):
+        print(f"warning: --classifier {path} was trained on {header['data']}, these images are {data_name}")
+    return model
+
+
+def side_by_side(panels, per_row):
+    """Images of several panels (each (rows * per_row, H, W), row-major) as one grid, a grey column between.
+
+    Returns (images, images per row) for ``viz.image_grid``.
+    """
+    h, w = panels[0].shape[1:]
+    gap = np.zeros((1, h, w), dtype=np.float32)  # 0 draws mid-grey
+    rows = panels[0].shape[0] // per_row
+    out = []
+    for r in range(rows):
+        for i, panel in enumerate(panels):
+            if i:
+                out.append(gap)
+            out.append(panel[r * per_row:(r + 1) * per_row])
+    return np.concatenate(out), len(panels) * per_row + len(panels) - 1
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist", "digits"])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default=os.path.join("runs", "conditional-mnist"))
+    parser.add_argument("--checkpoint", default=None, help="a trained conditional run (folder or .npz): no training")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--minutes", type=float, default=19.0, help="training time budget (default 19)")
+    parser.add_argument("--steps", type=int, default=24000, help="steps the learning-rate schedule plans for")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--blocks", type=int, default=2)
+    parser.add_argument("--T", type=int, default=1000, help="diffusion steps (default 1000)")
+    parser.add_argument("--label-dropout", type=float, default=0.1, help="p of the null label while training")
+    parser.add_argument("--ema", type=float, default=0.999)
+    parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 3.0], help="weights w (default 0 1 3)")
+    parser.add_argument("--per-class", type=int, default=100, help="samples per digit and w for the measures")
+    parser.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
+    parser.add_argument("--sample-steps", type=int, default=100, help="DDIM steps (default 100)")
+    parser.add_argument("--classifier", default=os.path.join("runs", "classifier.npz"),
+                        help="examples/train_classifier.py's output ('none' to skip accuracy)")
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "array_api_strict"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if any(not w >= 0 for w in args.guidance):
+        parser.error(f"--guidance: every weight w must be >= 0, got {args.guidance}")
+    if args.per_class < 2:
+        parser.error(f"--per-class must be >= 2 (diversity needs pairs), got {args.per_class}")
+    if args.checkpoint and args.resume:
+        parser.error("--checkpoint loads a finished run and --resume continues the one in --out: pick one")
+    if args.resume and not os.path.exists(os.path.join(args.out, "checkpoint.npz")):
+        parser.error(f"--resume: no checkpoint.npz in {args.out}; train without --resume first")
+    B.set_backend(args.backend)  # before any array is made
+    os.makedirs(args.out, exist_ok=True)
+    progress = not args.no_progress
+
+    run = None
+    if args.checkpoint:
+        run = T.load_run(args.checkpoint)
+        if not run.config.conditional:
+            parser.error(f"--checkpoint {args.checkpoint} is not class-conditional; train one with this script")
+        print(f"loaded {args.checkpoint} (step {run.step})")
+    # The real images and the judge before training, so a wrong classifier stops the run now, not in 20 minutes.
+    if run is not None:
+        data_name, data_dir = run.config.data, args.data_dir or run.config.data_dir
+    elif args.resume:
+        saved = T.read_checkpoint(args.out)[0]["config"]  # the run in --out keeps its own data set
+        data_name, data_dir = saved["data"], args.data_dir or saved["data_dir"]
+    else:
+        data_name, data_dir = args.data, args.data_dir
+    held_out = held_out_images(data_name, data_dir)
+    real, real_labels = reference_images(held_out, seed=args.seed)
+    judge = load_judge(args.classifier, held_out.dim, data_name)
+    judge_real = None
+    if judge is not None:
+        predict = classifier_module().predict
+        judge_real = float(np.mean(predict(judge, real) == real_labels))
+        print(f"classifier accuracy on the real images: {judge_real:.3f}")
+
+    if run is None:
+        config = T.TrainConfig(
+            data=args.data, data_dir=args.data_dir, conditional=True, label_dropout=args.label_dropout,
+            steps=args.steps, batch_size=args.batch_size, lr=args.lr, model="resmlp", width=args.width,
+            depth=args.blocks, T=args.T, prediction="v", schedule="cosine", ema=args.ema, seed=args.seed,
+            warmup=min(500, args.steps // 10), checkpoint_every=1000,
+        )
+        start = time.perf_counter()
+        result = T.train(config, args.out, resume=args.resume, progress=progress, max_seconds=args.minutes * 60)
+        run = result.run
+        print(f"trained to step {run.step} in {(time.perf_counter() - start) / 60:.1f} min "
+              f"({len(result.losses) / max(result.seconds, 1e-9):.1f} steps/s)")
+    run = T.use_ema_weights(run)
+
+    classes = run.num_classes
+    labels = np.repeat(np.arange(classes), args.per_class)  # class k fills rows k*per_class ...
+    shown = min(SHOWN_PER_CLASS, args.per_class)
+    first = np.concatenate([np.arange(k * args.per_class, k * args.per_class + shown) for k in range(classes)])
+    image_shape = tuple(run.image_shape)
+    rows, panels, arrays, written = [], [], {"labels": labels}, []
+    for w in args.guidance:
+        model = samplers.classifier_free_guidance(run.model, w)  # Eq. 6
+        rng = B.default_rng(args.seed)  # the same x_T for every w: the rows differ by w alone
+        common = dict(clip_x0=True, progress=progress, batch_size=1000, model_kwargs={"y": B.asarray(labels)})
+        start = time.perf_counter()
+        if args.sampler == "ddim":
+            samples = samplers.ddim(model, run.diffusion, (labels.shape[0], run.data_dim), rng,
+                                    steps=args.sample_steps, **common)
+        else:
+            samples = samplers.ddpm(model, run.diffusion, (labels.shape[0], run.data_dim), rng, **common)
+        samples = np.clip(B.to_numpy(samples), -1.0, 1.0)
+        seconds = time.perf_counter() - start
+        row = {"w": w, "seconds": seconds, "accuracy": None, "accuracy_per_class": None}
+        if judge is not None:
+            correct = predict(judge, samples) == labels
+            row["accuracy"] = float(np.mean(correct))
+            row["accuracy_per_class"] = [float(np.mean(correct[labels == k])) for k in range(classes)]
+        ratios = diversity_ratios(samples, labels, real, real_labels, classes)
+        row["diversity_ratio"] = float(np.mean(ratios))
+        row["diversity_ratio_per_class"] = [float(r) for r in ratios]
+        rows.append(row)
+        name = f"w{w:g}"
+        arrays[name] = samples
+        images = samples[first].reshape((-1,) + image_shape)  # (classes * shown, H, W)
+        panels.append(images)
+        written.append(viz.image_grid(images, os.path.join(args.out, f"samples_{name}.png"), nrow=shown,
+                                      row_labels=list(range(classes)), title=f"w = {w:g}"))
+
+    grid, per_row = side_by_side(panels, shown)
+    written.append(viz.image_grid(grid, os.path.join(args.out, "guidance.png"), nrow=per_row,
+                                  row_labels=list(range(classes)),
+                                  title="guidance w = " + ", ".join(f"{w:g}" for w in args.guidance)
+                                  + " (left to right)"))
+    samples_path = os.path.join(args.out, "samples.npz")
+    np.savez(samples_path, **arrays)
+    written.append(samples_path)
+
+    print(f"\n{'w':>5} {'accuracy':>9} {'diversity':>10} {'seconds':>8}   "
+          f"({args.per_class} per digit, {args.sampler}"
+          f"{' ' + str(args.sample_steps) if args.sampler == 'ddim' else ''}; diversity 1.0 = as diverse as the data)")
+    for row in rows:
+        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
+        print(f"{row['w']:>5g} {accuracy:>9} {row['diversity_ratio']:>10.3f} {row['seconds']:>8.1f}")
+
+    results = {
+        "data": run.config.data, "train_steps": run.step, "T": run.diffusion.T, "sampler": args.sampler,
+        "sample_steps": args.sample_steps if args.sampler == "ddim" else run.diffusion.T,
+        "per_class": args.per_class, "seed": args.seed, "backend": args.backend,
+        "classifier": args.classifier if judge is not None else None,
+        "classifier_accuracy_on_real": judge_real, "real_images": int(real.shape[0]),
+        "guidance": rows,
+    }
+    results_path = os.path.join(args.out, "results.json")
+    with open(results_path, "w") as file:
+        json.dump(results, file, indent=2)
+    written.append(results_path)
+    print("wrote " + ", ".join(written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
