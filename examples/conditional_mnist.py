@@ -7,7 +7,7 @@
 
 Trains the residual-MLP denoiser with labels (Ho and Salimans 2022: each
 label is replaced by a learned null class with probability --label-dropout,
-so one network learns eps(x, c) and eps(x, null)), with v-prediction, the
+so one network learns eps(x, c) and eps(x, null)), with x0-prediction, the
 cosine schedule and EMA as in examples/train_mnist.py, within --minutes; or
 loads a finished run with --checkpoint (--resume continues the run in --out).
 
@@ -186,7 +186,7 @@ def main(argv=None):
         config = T.TrainConfig(
             data=args.data, data_dir=args.data_dir, conditional=True, label_dropout=args.label_dropout,
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, model="resmlp", width=args.width,
-            depth=args.blocks, T=args.T, prediction="v", schedule="cosine", ema=args.ema, seed=args.seed,
+            depth=args.blocks, T=args.T, prediction="x0", schedule="cosine", ema=args.ema, seed=args.seed,
             warmup=min(500, args.steps // 10), checkpoint_every=1000,
         )
         start = time.perf_counter()

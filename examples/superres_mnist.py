@@ -11,7 +11,7 @@ is an extra input to the network, passed as model_kwargs={"extra": low}.
 Training is Algorithm 1 unchanged, only the model sees one more input: it
 learns the distribution of high-resolution images given the low-resolution
 one (the conditional model of SR3, Saharia et al. 2021, with an MLP in place
-of the U-Net). v-prediction, the cosine schedule and EMA as in
+of the U-Net). x0-prediction, the cosine schedule and EMA as in
 examples/train_mnist.py. Or loads a finished run with --checkpoint.
 
 Then it upsamples --n test digits and writes superres.png (rows: the
@@ -99,7 +99,7 @@ def main(argv=None):
         config = T.TrainConfig(
             data=args.data, data_dir=args.data_dir, superres=args.factor, steps=args.steps,
             batch_size=args.batch_size, lr=args.lr, model="resmlp", width=args.width, depth=args.blocks, T=args.T,
-            prediction="v", schedule="cosine", ema=args.ema, seed=args.seed,
+            prediction="x0", schedule="cosine", ema=args.ema, seed=args.seed,
             warmup=min(500, args.steps // 10), checkpoint_every=1000,
         )
         start = time.perf_counter()

@@ -157,7 +157,7 @@ steps, batch = lesson.pick(400, 3000), lesson.pick(128, 256)
 opt = optim.Adam(model.parameters(), lr=2e-3)
 data_x = B.asarray(dataset.x)
 history = []
-for step in range(steps):
+for _ in range(steps):
     index = rng.integers(0, data_x.shape[0], (batch,))
     loss = simple.training_loss(model, xp.take(data_x, index, axis=0), rng)  # Algorithm 1, lines 2-5
     opt.zero_grad()

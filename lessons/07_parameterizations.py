@@ -186,7 +186,7 @@ for kind in ("eps", "x0", "v"):
     run = train.use_ema_weights(result.run)
     samples = B.to_numpy(samplers.ddim(run.model, run.diffusion, (N, 2), lesson.rng(2), steps=50))
     distance = metrics.sliced_wasserstein(samples, reference)
-    rows.append([kind, float(np.mean([l for _, l in result.losses[-50:]])), distance])
+    rows.append([kind, float(np.mean([value for _, value in result.losses[-50:]])), distance])
     pooled.append(samples[:600])
     names += [kind] * len(samples[:600])
 lesson.table(["target", "final loss", "sliced W. to data"], rows)

@@ -122,7 +122,7 @@ lesson.step(
 )
 result = train.train(config, lesson.out / "run", progress=False, log=lambda *_: None, dataset=dataset)
 run = train.use_ema_weights(result.run)
-steps, losses = np.array([s for s, _ in result.losses]), np.array([l for _, l in result.losses])
+steps, losses = np.array([s for s, _ in result.losses]), np.array([value for _, value in result.losses])
 lesson.value("denoiser", f"{type(run.model).__name__}, {run.model.num_parameters():,} parameters")
 lesson.value(f"loss, first and last 50 of {config.steps} steps",
              f"{losses[:50].mean():.4f} -> {losses[-50:].mean():.4f}  ({result.seconds:.1f} s)")

@@ -272,7 +272,7 @@ def test_mlp_with_adam_fits_a_nonlinear_function():
                           nn.Linear(64, 1, rng=B.default_rng(2)))
     opt = optim.Adam(model.parameters(), lr=3e-3)
     initial = A.mse(model(x), y).item()
-    for step in range(1500):
+    for _ in range(1500):
         idx = rng.integers(0, 512, size=128)
         loss = A.mse(model(x[idx]), y[idx])
         opt.zero_grad()

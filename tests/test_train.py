@@ -1,10 +1,8 @@
 """The training loop: exact resume, atomic checkpoints that refuse bad files,
 NaN stops, Ctrl-C saves, and a short run under array_api_strict."""
 
-import json
 import os
 import signal
-import zipfile
 
 import numpy as np
 import pytest

@@ -141,6 +141,7 @@ _ALIASES = {
     "permute_dims": lambda m: m.transpose,
     "concat": lambda m: m.concatenate,
     "pow": lambda m: m.power,
+    "vecdot": lambda m: (lambda a, b, axis=-1: m.dot(a, b) if a.ndim == b.ndim == 1 else m.sum(a * b, axis=axis)),
     "matrix_transpose": lambda m: (lambda x: m.swapaxes(x, -1, -2)),
     "unstack": lambda m: (lambda x, axis=0: tuple(m.moveaxis(x, axis, 0))),
     "cumulative_sum": lambda m: (lambda x, axis=None, dtype=None: m.cumsum(x, axis=axis, dtype=dtype)),
