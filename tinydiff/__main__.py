@@ -99,9 +99,10 @@ def build_parser():
     train.add_argument("--no-cosine", action="store_true", help="keep the learning rate flat after warmup")
     train.add_argument("--grad-clip", type=_non_negative_float, default=1.0, help="0 disables")
     train.add_argument("--T", type=_positive_int, default=1000)
-    train.add_argument("--schedule", choices=schedules.SCHEDULES[:-1] if schedules.SCHEDULES[-1] == "custom"
-                       else schedules.SCHEDULES, default="linear")
-    train.add_argument("--prediction", choices=["eps", "x0", "v"], default="eps")
+    train.add_argument("--schedule", choices=[s for s in schedules.SCHEDULES if s != "custom"], default=None,
+                       help="default: linear for 2D sets, cosine for images")
+    train.add_argument("--prediction", choices=["eps", "x0", "v"], default=None,
+                       help="what the network predicts; default: eps for 2D sets, x0 for images")
     train.add_argument("--loss-weighting", choices=["simple", "vlb", "min_snr"], default="simple")
     train.add_argument("--model", choices=["mlp", "resmlp"], default=None)
     train.add_argument("--width", type=_positive_int, default=None)
@@ -140,8 +141,7 @@ def build_parser():
     plot.add_argument("--data", default="moons", choices=data.DATASETS, help="data for 'forward'")
     plot.add_argument("--data-dir", default=None)
     plot.add_argument("--T", type=_positive_int, default=1000)
-    plot.add_argument("--schedule", default="linear", choices=schedules.SCHEDULES[:-1]
-                      if schedules.SCHEDULES[-1] == "custom" else schedules.SCHEDULES)
+    plot.add_argument("--schedule", default="linear", choices=[s for s in schedules.SCHEDULES if s != "custom"])
     plot.add_argument("--seed", type=int, default=0)
     plot.add_argument("--out", default=None, help="output file (default: a name in the current folder or run)")
     _add_backend(plot)

@@ -59,9 +59,12 @@ class CheckpointError(ValueError):
 class TrainConfig:
     """Everything that defines a run; saved in every checkpoint as JSON.
 
-    A value of None for model, width, depth, batch_size or lr means "the
-    default for this kind of data" (see ``resolved``): the 2-D MLP for
-    point sets, the residual MLP for images.
+    A value of None for model, width, depth, batch_size, lr, activation,
+    schedule or prediction means "the default for this kind of data" (see
+    ``resolved``): the 2-D MLP, the linear schedule and eps-prediction of
+    the paper for point sets; the residual MLP, the cosine schedule and
+    x0-prediction for images (x0-prediction is what makes an MLP draw clean
+    digits in minutes: see README.md).
     """
 
     data: str = "moons"
@@ -80,8 +83,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema: float = 0.999  # 0 disables the EMA
     T: int = 1000
-    schedule: str = "linear"
-    prediction: str = "eps"
+    schedule: str | None = None  # linear for point sets, cosine for images
+    prediction: str | None = None  # eps (the paper's) for point sets, x0 for images
     loss_weighting: str = "simple"
     model: str | None = None
     width: int | None = None
@@ -94,8 +97,10 @@ class TrainConfig:
 
     def resolved(self, image_data: bool) -> "TrainConfig":
         """A copy with every None replaced by the default for this kind of data."""
-        image_defaults = dict(model="resmlp", width=1024, depth=2, batch_size=128, lr=2e-4, activation="silu")
-        point_defaults = dict(model="mlp", width=128, depth=3, batch_size=256, lr=1e-3, activation="gelu")
+        image_defaults = dict(model="resmlp", width=1024, depth=2, batch_size=128, lr=1e-3, activation="silu",
+                              schedule="cosine", prediction="x0")
+        point_defaults = dict(model="mlp", width=128, depth=3, batch_size=256, lr=1e-3, activation="gelu",
+                              schedule="linear", prediction="eps")
         defaults = image_defaults if image_data else point_defaults
         values = dataclasses.asdict(self)
         for key, value in defaults.items():
