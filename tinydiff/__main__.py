@@ -82,7 +82,7 @@ def build_parser():
 
     demo = commands.add_parser("demo", help="train on moons for about a minute, then sample and draw it all")
     demo.add_argument("--out", default=os.path.join("runs", "demo"), help="output folder (default runs/demo)")
-    demo.add_argument("--steps", type=_positive_int, default=6000, help="training steps (default 6000)")
+    demo.add_argument("--steps", type=_positive_int, default=20000, help="training steps (default 20000)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--n", type=_positive_int, default=2000, help="samples to draw (default 2000)")
     demo.add_argument("--no-progress", action="store_true")
@@ -92,7 +92,8 @@ def build_parser():
     train.add_argument("--data", required=True, choices=data.DATASETS)
     train.add_argument("--data-dir", default=None, help="folder with MNIST-format files (or $TINYDIFF_DATA)")
     train.add_argument("--n-data", type=_positive_int, default=None, help="points drawn (2D) or a subset size (images)")
-    train.add_argument("--steps", type=_positive_int, default=5000)
+    train.add_argument("--steps", type=_positive_int, default=None,
+                       help="default: 20000 for 2D sets (under a minute), 15000 for images")
     train.add_argument("--batch-size", type=_positive_int, default=None)
     train.add_argument("--lr", type=_positive_float, default=None)
     train.add_argument("--warmup", type=int, default=100)
@@ -283,7 +284,8 @@ def command_demo(args):
     _set_backend(args.backend)
     out = args.out
     os.makedirs(out, exist_ok=True)
-    config = T.TrainConfig(data="moons", steps=args.steps, seed=args.seed, checkpoint_every=max(1000, args.steps // 4))
+    config = T.TrainConfig(data="moons", steps=args.steps, seed=args.seed, checkpoint_every=max(1000, args.steps // 4),
+                           log_every=200)
     _log(f"training the 2D MLP on moons for {args.steps} steps (Algorithm 1) ...")
     result = T.train(config, out, progress=not args.no_progress, log=_log)
     rate = len(result.losses) / max(result.seconds, 1e-9)

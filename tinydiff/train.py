@@ -73,7 +73,7 @@ class TrainConfig:
     conditional: bool = False  # train with labels (classifier-free guidance)
     superres: int = 0  # > 0: condition on the image downsampled by this factor (super-resolution)
     label_dropout: float = 0.1  # p of replacing a label by the null class
-    steps: int = 5000
+    steps: int | None = None  # 20,000 for point sets (under a minute), 15,000 for images
     batch_size: int | None = None
     lr: float | None = None
     warmup: int = 100
@@ -98,9 +98,9 @@ class TrainConfig:
     def resolved(self, image_data: bool) -> "TrainConfig":
         """A copy with every None replaced by the default for this kind of data."""
         image_defaults = dict(model="resmlp", width=1024, depth=2, batch_size=128, lr=1e-3, activation="silu",
-                              schedule="cosine", prediction="x0")
+                              schedule="cosine", prediction="x0", steps=15_000)
         point_defaults = dict(model="mlp", width=128, depth=3, batch_size=256, lr=1e-3, activation="gelu",
-                              schedule="linear", prediction="eps")
+                              schedule="linear", prediction="eps", steps=20_000)
         defaults = image_defaults if image_data else point_defaults
         values = dataclasses.asdict(self)
         for key, value in defaults.items():
@@ -114,8 +114,8 @@ class TrainConfig:
             raise ValueError(f"data must be one of {', '.join(data_module.DATASETS)}, got {self.data!r}")
         if self.model is not None and self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
-        positive_ints = ["steps", "T", "emb_dim", "checkpoint_every", "log_every"]
-        positive_ints += [k for k in ("batch_size", "width", "depth", "n_data") if getattr(self, k) is not None]
+        positive_ints = ["T", "emb_dim", "checkpoint_every", "log_every"]
+        positive_ints += [k for k in ("steps", "batch_size", "width", "depth", "n_data") if getattr(self, k) is not None]
         for key in positive_ints:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -144,14 +144,21 @@ class TrainConfig:
 # ---------------------------------------------------------------------------
 
 
+def _resolve(config: TrainConfig) -> TrainConfig:
+    """Fill the data-dependent defaults from the name of the data set."""
+    return config.resolved(config.data in data_module.IMAGE_DATASETS)
+
+
 def build_diffusion(config: TrainConfig) -> GaussianDiffusion:
     """The schedule and diffusion a configuration names."""
+    config = _resolve(config)
     schedule = make_schedule(config.schedule, config.T)
     return GaussianDiffusion(schedule, prediction_type=config.prediction, loss_weighting=config.loss_weighting)
 
 
 def build_model(config: TrainConfig, data_dim: int, num_classes: int | None = None) -> nn.Module:
-    """The denoiser a (resolved) configuration names, initialised from its seed."""
+    """The denoiser a configuration names, initialised from its seed."""
+    config = _resolve(config)
     rng = B.default_rng((config.seed, 1))  # its own stream: the model does not shift the data draws
     classes = num_classes if config.conditional else None
     extra = data_dim if config.superres else None  # the upsampled low-resolution image
