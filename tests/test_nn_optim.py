@@ -319,3 +319,10 @@ def test_optimizer_clip_matches_the_function_and_ema_source_matches_gathering(ba
     for p, q in zip(a, b):
         assert np.allclose(host(p.data), host(q.data), rtol=1e-12, atol=1e-12)
     assert np.allclose(host(ema_a.shadow), host(ema_b.shadow), rtol=1e-12, atol=1e-12)
+
+
+def test_timestep_table_matches_the_sinusoids(backend):
+    embed = nn.TimestepEmbedding(16, num_timesteps=50)
+    t = B.asarray(np.array([0, 7, 49, 7]), dtype=B.dtype("int64"))
+    assert np.allclose(host(embed(t)), host(nn.timestep_embedding(t, 16)), atol=1e-6)
+    assert host(embed(t)).shape == (4, 16)

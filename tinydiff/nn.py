@@ -228,6 +228,29 @@ def timestep_embedding(t, dim, max_period=10000.0):
     return xp.concat([xp.sin(angles), xp.cos(angles)], axis=1)
 
 
+class TimestepEmbedding:
+    """timestep_embedding(t, dim) looked up in a table built once for t = 0..T-1.
+
+    The sinusoids depend on t alone, so computing them for every row of
+    every batch repeats work: a sampler asks for the same t in all 10,000
+    rows of a step. A row gather from the (T, dim) table costs a fraction
+    of the sines and cosines. Not a parameter: nothing is learned or saved.
+    Integer t must lie in 0..num_timesteps-1 (the diffusion's T); other
+    dtypes (float t, in a lesson) are computed directly.
+    """
+
+    def __init__(self, dim, num_timesteps=1000):
+        self.dim, self.num_timesteps = dim, num_timesteps
+        self.table = None
+
+    def __call__(self, t):
+        if self.table is None:
+            self.table = timestep_embedding(xp.arange(self.num_timesteps, dtype=xp.int64), self.dim)  # (T, dim)
+        if isinstance(t, int) or t.dtype not in (xp.int64, xp.int32):
+            return timestep_embedding(t, self.dim)
+        return xp.take(self.table, t, axis=0)  # (N, dim)
+
+
 def _check_extra(extra, n, dim):
     if extra is None:
         raise ValueError(f"this denoiser was built with extra_dim={dim}: call it as model(x, t, extra=...)")
@@ -281,11 +304,12 @@ class MLPDenoiser(Module):
     """
 
     def __init__(self, data_dim=2, width=128, depth=3, emb_dim=128, activation_name="gelu",
-                 num_classes=None, extra_dim=None, rng=None):
+                 num_classes=None, extra_dim=None, num_timesteps=1000, rng=None):
         if depth < 1:
             raise ValueError(f"MLPDenoiser: depth must be >= 1, got {depth}")
         rng = _rng(rng)
         self.data_dim, self.emb_dim = data_dim, emb_dim
+        self.embed_t = TimestepEmbedding(emb_dim, num_timesteps)
         self.act = activation(activation_name)
         self.activation_name = activation_name
         self.extra_dim = extra_dim  # an extra input concatenated to x (a low-resolution image, say)
@@ -296,7 +320,7 @@ class MLPDenoiser(Module):
         self.classes = ClassConditioning(num_classes, emb_dim, rng=rng) if num_classes else None
 
     def forward(self, x, t, y=None, extra=None):
-        emb = Tensor(timestep_embedding(t, self.emb_dim))  # (N, emb_dim)
+        emb = Tensor(self.embed_t(t))  # (N, emb_dim)
         if self.classes is not None:
             emb = emb + self.classes(y, x.shape[0])
         inputs = [_as_tensor(x), emb]
@@ -338,11 +362,13 @@ class ResMLPDenoiser(Module):
     """
 
     def __init__(self, data_dim=784, width=1024, blocks=2, emb_dim=128, cond_dim=256,
-                 activation_name="silu", norm=True, num_classes=None, extra_dim=None, rng=None):
+                 activation_name="silu", norm=True, num_classes=None, extra_dim=None, num_timesteps=1000,
+                 rng=None):
         if blocks < 1:
             raise ValueError(f"ResMLPDenoiser: blocks must be >= 1, got {blocks}")
         rng = _rng(rng)
         self.data_dim, self.emb_dim = data_dim, emb_dim
+        self.embed_t = TimestepEmbedding(emb_dim, num_timesteps)
         self.act = activation(activation_name)
         self.time_in = Linear(emb_dim, cond_dim, rng=rng)
         self.time_out = Linear(cond_dim, cond_dim, rng=rng)
@@ -356,7 +382,7 @@ class ResMLPDenoiser(Module):
         self.out = Linear(width, data_dim, rng=rng)
 
     def forward(self, x, t, y=None, extra=None):
-        cond = self.time_out(self.act(self.time_in(Tensor(timestep_embedding(t, self.emb_dim)))))
+        cond = self.time_out(self.act(self.time_in(Tensor(self.embed_t(t)))))
         if self.classes is not None:
             cond = cond + self.classes(y, x.shape[0])
         cond = self.act(cond)  # (N, cond_dim)

@@ -105,6 +105,7 @@ class _Loop:
         ):
             raise ValueError(f"every must be None or an integer >= 1, got {every!r}")
         self.dtype = B.default_dtype() if dtype is None else dtype
+        B.keep_freed_memory()  # each step frees and makes arrays of the same sizes: reuse, no page faults
         self.base = rng.next_seed()  # the one draw from rng: everything else derives from it
         self.T = diffusion.T
         self.steps = steps

@@ -164,9 +164,11 @@ def build_model(config: TrainConfig, data_dim: int, num_classes: int | None = No
     extra = data_dim if config.superres else None  # the upsampled low-resolution image
     if config.model == "mlp":
         return nn.MLPDenoiser(data_dim=data_dim, width=config.width, depth=config.depth, emb_dim=config.emb_dim,
-                              activation_name=config.activation, num_classes=classes, extra_dim=extra, rng=rng)
+                              activation_name=config.activation, num_classes=classes, extra_dim=extra,
+                              num_timesteps=config.T, rng=rng)
     return nn.ResMLPDenoiser(data_dim=data_dim, width=config.width, blocks=config.depth, emb_dim=config.emb_dim,
-                             activation_name=config.activation, num_classes=classes, extra_dim=extra, rng=rng)
+                             activation_name=config.activation, num_classes=classes, extra_dim=extra,
+                             num_timesteps=config.T, rng=rng)
 
 
 def low_resolution(x, image_shape, factor):
