@@ -287,3 +287,11 @@ def test_reductions_match_numpy(backend):
             assert np.allclose(B.to_numpy(x.max(axis=axis, keepdims=keepdims).data), values.max(axis=axis, keepdims=keepdims))
             expected = np.log(np.exp(values).sum(axis=axis, keepdims=keepdims))
             assert np.allclose(B.to_numpy(x.logsumexp(axis=axis, keepdims=keepdims).data), expected)
+
+
+def test_list_index_adds_repeated_rows_and_array_tuples_are_refused():
+    a = Tensor(np.zeros((3, 2)), requires_grad=True)
+    a[[0, 0, 1]].sum().backward()
+    assert np.allclose(a.grad, [[2, 2], [1, 1], [0, 0]])
+    with pytest.raises(TypeError, match="several axes"):
+        a[(np.array([0, 0]), np.array([1, 1]))]

@@ -101,3 +101,21 @@ def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "tinydiff", "train", "--data", "moons", "--steps", "0"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--steps" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_existing_run_is_not_overwritten_and_resume_can_extend(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert run_cli(["train", "--data", "moons", "--out", out, *TINY], capsys)[0] == 0
+    code, _, err = run_cli(["train", "--data", "moons", "--out", out, *TINY], capsys)
+    assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    resume = [a for a in TINY if a not in ("--steps", "30")]
+    code, text, err = run_cli(["train", "--data", "moons", "--out", out, "--resume", "--steps", "40", *resume], capsys)
+    assert code == 0, err
+    assert "extending the run from 30 to 40 steps" in text and "trained 10 steps" in text
+
+
+def test_an_out_path_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(["train", "--data", "moons", "--out", str(blocker / "run"), *TINY], capsys)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1

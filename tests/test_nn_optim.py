@@ -326,3 +326,18 @@ def test_timestep_table_matches_the_sinusoids(backend):
     t = B.asarray(np.array([0, 7, 49, 7]), dtype=B.dtype("int64"))
     assert np.allclose(host(embed(t)), host(nn.timestep_embedding(t, 16)), atol=1e-6)
     assert host(embed(t)).shape == (4, 16)
+
+
+def test_a_second_optimizer_on_the_same_parameters_is_refused_loudly():
+    params = [nn.Parameter(np.ones(3, dtype=np.float32))]
+    first = optim.Adam(params, lr=0.1)
+    optim.SGD(params, lr=0.1)  # re-homes the parameter into its own buffer
+    params[0].grad = np.ones(3, dtype=np.float32)
+    with pytest.raises(RuntimeError, match="no longer lives in this optimizer's buffer"):
+        first.step()
+
+
+def test_timestep_table_falls_back_outside_its_range():
+    embed = nn.TimestepEmbedding(8, num_timesteps=10)
+    t = np.array([3, 25], dtype=np.int64)
+    assert np.allclose(embed(t), nn.timestep_embedding(t, 8), atol=1e-6)

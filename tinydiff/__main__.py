@@ -182,8 +182,15 @@ def command_train(args):
         model=args.model, width=args.width, depth=args.depth, seed=args.seed,
         checkpoint_every=args.checkpoint_every,
     )
-    if args.resume and not os.path.exists(os.path.join(out, "checkpoint.npz")):
+    existing = os.path.join(out, "checkpoint.npz")
+    if args.resume and not os.path.exists(existing):
         raise FileNotFoundError(f"--resume: no checkpoint.npz in {out}; train without --resume first")
+    if not args.resume and os.path.exists(existing):
+        raise UsageError(f"tinydiff train: {out} already holds a run (checkpoint.npz): continue it with --resume, "
+                         "or choose another --out")
+    if args.resume:
+        _log("--resume: continuing with the run's saved configuration"
+             + (f", extended to {args.steps} steps" if args.steps else "") + "; other training flags are ignored")
     result = T.train(config, out, resume=args.resume, progress=not args.no_progress, log=_log)
     steps_done = len(result.losses)
     rate = steps_done / result.seconds if result.seconds > 0 else float("nan")
@@ -471,7 +478,7 @@ def main(argv=None):
         is_file_error = isinstance(error, (train.CheckpointError, data.DataError))
         print(f"tinydiff: error: {error}", file=sys.stderr)
         return EXIT_FAILURE if is_file_error else EXIT_USAGE
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as error:
+    except OSError as error:  # a missing file, a folder where a file should be, a full disk, ...
         print(f"tinydiff: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except train.TrainingError as error:

@@ -722,6 +722,13 @@ def getitem(a, index):
     """
     if isinstance(index, Tensor):
         index = index.data
+    if isinstance(index, list):
+        index = B.asarray(index)  # a list of row numbers: rows, with repeats adding up
+    if isinstance(index, tuple) and any(isinstance(i, (list, Tensor)) or B.is_array(i) for i in index):
+        raise TypeError(
+            "indexing a Tensor with arrays in several axes is not supported (repeated entries would lose "
+            "gradient); pick rows with an integer array (take_rows) and slice the rest"
+        )
     if B.is_array(index) and not _is_bool(index):
         return take_rows(a, index)
     a_data = _data(a)

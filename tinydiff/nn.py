@@ -235,8 +235,8 @@ class TimestepEmbedding:
     every batch repeats work: a sampler asks for the same t in all 10,000
     rows of a step. A row gather from the (T, dim) table costs a fraction
     of the sines and cosines. Not a parameter: nothing is learned or saved.
-    Integer t must lie in 0..num_timesteps-1 (the diffusion's T); other
-    dtypes (float t, in a lesson) are computed directly.
+    Timesteps outside 0..num_timesteps-1, float t, and the GPU (where
+    sines cost nothing and a range check would be a sync) compute directly.
     """
 
     def __init__(self, dim, num_timesteps=1000):
@@ -244,10 +244,13 @@ class TimestepEmbedding:
         self.table = None
 
     def __call__(self, t):
+        if isinstance(t, int) or t.dtype not in (xp.int64, xp.int32) or B.get_backend() == "cupy":
+            # On a GPU the sinusoids cost nothing, and a range check would be a sync.
+            return timestep_embedding(t, self.dim)
         if self.table is None:
             self.table = timestep_embedding(xp.arange(self.num_timesteps, dtype=xp.int64), self.dim)  # (T, dim)
-        if isinstance(t, int) or t.dtype not in (xp.int64, xp.int32):
-            return timestep_embedding(t, self.dim)
+        if int(xp.min(t)) < 0 or int(xp.max(t)) >= self.num_timesteps:
+            return timestep_embedding(t, self.dim)  # outside the table: compute them
         return xp.take(self.table, t, axis=0)  # (N, dim)
 
 

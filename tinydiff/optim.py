@@ -14,8 +14,7 @@ The update equations are exactly PyTorch's, so a reader who knows
 Speed: an optimizer gathers all its parameters into one flat buffer and
 makes each ``Parameter.data`` a view into it. A step is then a handful of
 in-place array operations on one long vector instead of a Python loop over
-parameters, and it allocates nothing: large temporary arrays cost page
-faults that take longer than the arithmetic.
+parameters, in cache-sized chunks that allocate only chunk-sized temporaries.
 """
 
 from __future__ import annotations
@@ -71,6 +70,7 @@ class Optimizer:
         for p, (start, stop) in zip(self.params, self._slices):
             self.flat[start:stop] = xp.reshape(p.data, (-1,))
             p.data = xp.reshape(self.flat[start:stop], p.shape)  # a view, not a copy
+        self._views = [p.data for p in self.params]  # to notice a parameter re-homed elsewhere
         self.flat_grad = xp.zeros_like(self.flat)
         self._gathered = False  # flat_grad already holds this step's (clipped) gradient
         self._work = xp.zeros_like(self.flat)
@@ -80,12 +80,19 @@ class Optimizer:
 
     def zero_grad(self):
         """Forget the gradients of the last backward pass."""
+        self._gathered = False
         for p in self.params:
             p.grad = None
 
     def _gather_grads(self):
         """Copy every p.grad into the flat gradient (zeros where a grad is None)."""
-        for p, (start, stop) in zip(self.params, self._slices):
+        for i, (p, (start, stop)) in enumerate(zip(self.params, self._slices)):
+            if p.data is not self._views[i]:
+                raise RuntimeError(
+                    f"{type(self).__name__}: parameter {i} (shape {p.shape}) no longer lives in this optimizer's "
+                    "buffer: another optimizer was built on it, or its .data was replaced. Build one optimizer "
+                    "per set of parameters, and change weights in place (p.data[...] = value)"
+                )
             if p.grad is None:
                 self.flat_grad[start:stop] = 0.0
             else:
@@ -102,10 +109,10 @@ class Optimizer:
     def clip_grad_norm(self, max_norm):
         """clip_grad_norm for this optimizer's parameters, on the flat gradient.
 
-        The same result as ``clip_grad_norm(params, max_norm)``, in two
-        passes over one vector (a dot product, a scaling) instead of one
-        small reduction and one new array per parameter. step() then uses
-        the clipped flat gradient.
+        The same update as ``clip_grad_norm(params, max_norm)`` followed by
+        step(), in two passes over one vector (a dot product, a scaling)
+        instead of a reduction and a new array per parameter. The clipped
+        gradient is the flat one that step() then uses; p.grad is left as it was.
         """
         _check_positive("max_norm", max_norm, "clip_grad_norm")
         g = self._gather_grads()

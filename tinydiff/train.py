@@ -130,6 +130,8 @@ class TrainConfig:
             raise ValueError(f"ema must be in [0, 1) (0 disables it), got {self.ema!r}")
         if not 0 <= self.label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip!r}")
         if self.emb_dim % 2:
@@ -206,10 +208,6 @@ class Run:
     data_dim: int = 2
     num_classes: int | None = None
     image_shape: tuple | None = None
-
-    def sampling_model(self):
-        """A callable model(x, t, **kwargs) with the EMA weights when there is an EMA."""
-        return self.model
 
 
 def new_run(config: TrainConfig, dataset=None) -> tuple[Run, object]:
@@ -426,6 +424,11 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
         run = load_run(checkpoint)
         if config.data_dir and not run.config.data_dir:
             run.config.data_dir = config.data_dir
+        if config.steps is not None and config.steps != run.config.steps:
+            if config.steps < run.step:
+                raise ValueError(f"steps={config.steps} is behind the checkpoint, which is at step {run.step}")
+            log(f"extending the run from {run.config.steps} to {config.steps} steps (the cosine decay stretches)")
+            run.config.steps = config.steps
         dataset = dataset if dataset is not None else load_data(run.config)
         log(f"resuming from {checkpoint} at step {run.step} of {run.config.steps}")
     else:
@@ -435,7 +438,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
         json.dump(dataclasses.asdict(config), file, indent=2)
 
     B.keep_freed_memory()  # no page faults re-reading freed memory every step
-    data_x = B.asarray(dataset.x)  # the whole set on the device once: batches never cross
+    data_x = B.asarray(dataset.x, dtype=B.default_dtype())  # on the device once, float32: batches never cross
     labels = B.asarray(dataset.labels) if config.conditional else None
     n_data = dataset.x.shape[0]
     loss_log = _LossLog(os.path.join(out_dir, "losses.csv"), run.step)
@@ -538,7 +541,11 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
 
 
 def use_ema_weights(run: Run) -> Run:
-    """Copy the EMA average into the model (for sampling); a no-op without EMA."""
+    """Copy the EMA average into the model (for sampling); a no-op without EMA.
+
+    This overwrites the trained weights: save or resume from the checkpoint
+    on disk, not from a run after this call.
+    """
     if run.ema is not None:
         run.ema.copy_to()
     return run
