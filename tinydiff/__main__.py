@@ -208,6 +208,9 @@ def _sample_run(run, n, sampler="ddpm", steps=50, eta=0.0, variance="beta", clip
 
     model = run.model
     model_kwargs = None
+    if run.config.superres:
+        raise ValueError("this is a super-resolution model: it draws from a low-resolution image, not from "
+                         "noise alone; use examples/superres_mnist.py --checkpoint RUN")
     if classes is not None:
         if run.num_classes is None or not run.config.conditional:
             raise ValueError("--class needs a model trained with --conditional")

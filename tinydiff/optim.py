@@ -381,4 +381,6 @@ class EMA:
             )
         self.shadow[...] = B.asarray(state["shadow"], dtype=self.shadow.dtype)
         self.updates = int(state["updates"])
+        if "decay" in state:
+            self.decay = float(state["decay"])
         return self
