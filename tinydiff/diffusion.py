@@ -358,7 +358,7 @@ class GaussianDiffusion:
         target of training_target and the weights of loss_weights: with
         "simple" and eps-prediction this is Eq. 14.
         """
-        from tinydiff.autograd import Tensor
+        from tinydiff.autograd import Tensor, mse
 
         n = x0.shape[0]
         if t is None:
@@ -375,11 +375,12 @@ class GaussianDiffusion:
                 f"the model returned shape {tuple(output.shape)} for x_t of shape "
                 f"{tuple(x0.shape)}; a denoiser must return a prediction of x_t's shape"
             )
-        diff = output - self.training_target(x0, noise, t)
-        per_example = (diff * diff).reshape(n, -1).mean(axis=1)  # (N,)
+        target = self.training_target(x0, noise, t)
+        # One fused node (autograd.mse): mean over the batch of
+        # weight_t * mean over dimensions of (output - target)^2.
         if self.loss_weighting == "simple":
-            return per_example.mean()
-        return (per_example * self.loss_weights(t, dtype=x0.dtype)).mean()
+            return mse(output, target)
+        return mse(output, target, self.loss_weights(t, dtype=x0.dtype))
 
     # -- the variational bound (Eq. 3, 5) ------------------------------------
     def prior_kl(self, x0):
