@@ -25,6 +25,7 @@ samples.npz and results.json.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -129,7 +130,8 @@ def main(argv=None):
     parser.add_argument("--checkpoint", default=None, help="a trained conditional run (folder or .npz): no training")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--minutes", type=float, default=19.0, help="training time budget (default 19)")
-    parser.add_argument("--steps", type=int, default=24000, help="steps the learning-rate schedule plans for")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="steps the learning-rate schedule plans for (default: as many as fit in --minutes)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=1024)
@@ -185,12 +187,17 @@ def main(argv=None):
     if run is None:
         config = T.TrainConfig(
             data=args.data, data_dir=args.data_dir, conditional=True, label_dropout=args.label_dropout,
-            steps=args.steps, batch_size=args.batch_size, lr=args.lr, model="resmlp", width=args.width,
+            steps=args.steps or None, batch_size=args.batch_size, lr=args.lr, model="resmlp", width=args.width,
             depth=args.blocks, T=args.T, prediction="x0", schedule="cosine", ema=args.ema, seed=args.seed,
-            warmup=min(500, args.steps // 10), checkpoint_every=1000,
+            warmup=500, checkpoint_every=1000,
         )
         start = time.perf_counter()
-        result = T.train(config, args.out, resume=args.resume, progress=progress, max_seconds=args.minutes * 60)
+        if not args.steps and not args.resume:  # end the cosine decay when the time budget ends
+            config = dataclasses.replace(config, steps=T.steps_for_budget(config, args.minutes * 60))
+            config = dataclasses.replace(config, warmup=min(500, config.steps // 10))
+            print(f"planning {config.steps} steps for {args.minutes:g} minutes (timed here)")
+        result = T.train(config, args.out, resume=args.resume, progress=progress,
+                         max_seconds=args.minutes * 60 - (time.perf_counter() - start))
         run = result.run
         print(f"trained to step {run.step} in {(time.perf_counter() - start) / 60:.1f} min "
               f"({len(result.losses) / max(result.seconds, 1e-9):.1f} steps/s)")

@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -53,7 +52,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     config = T.TrainConfig(
-        data=args.data, data_dir=args.data_dir, steps=max(args.steps, 1), batch_size=args.batch_size, lr=args.lr,
+        data=args.data, data_dir=args.data_dir, steps=args.steps or None, batch_size=args.batch_size, lr=args.lr,
         model="resmlp", width=args.width, depth=args.blocks, prediction=args.prediction,
         loss_weighting=args.loss_weighting,
         schedule=args.schedule, ema=args.ema, seed=args.seed, warmup=500, checkpoint_every=1000,
@@ -62,13 +61,9 @@ def main(argv=None):
     dataset = T.load_data(config)
     if not args.steps and not args.resume:
         # Plan the cosine decay to end when the time budget does: time a few steps first.
-        with tempfile.TemporaryDirectory() as scratch:
-            probe = T.train(dataclasses.replace(config, steps=40, checkpoint_every=10_000), scratch,
-                            progress=False, dataset=dataset, log=lambda *_: None)
-        rate = 40 / max(probe.seconds, 1e-9)  # steps per second, first steps included: a little low
-        budget = args.minutes * 60 - (time.perf_counter() - start)
-        config = dataclasses.replace(config, steps=max(1000, int(0.97 * rate * budget)))
-        print(f"about {rate:.1f} steps/s here: planning {config.steps} steps for {args.minutes:g} minutes")
+        steps = T.steps_for_budget(config, args.minutes * 60 - (time.perf_counter() - start), dataset)
+        config = dataclasses.replace(config, steps=max(1000, steps))
+        print(f"planning {config.steps} steps for {args.minutes:g} minutes (timed here)")
     result = T.train(config, args.out, resume=args.resume, progress=not args.no_progress, dataset=dataset,
                      max_seconds=args.minutes * 60 - (time.perf_counter() - start))
     minutes = (time.perf_counter() - start) / 60

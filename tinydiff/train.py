@@ -535,6 +535,22 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
     return TrainResult(run, checkpoint, all_losses, stopped_early, seconds)
 
 
+def steps_for_budget(config: TrainConfig, seconds: float, dataset=None, probe_steps=40, margin=0.97) -> int:
+    """How many steps of ``config`` fit in ``seconds`` on this machine, from a short timed run.
+
+    So a time-budgeted run can plan its cosine decay to end when the budget
+    does. The probe trains ``probe_steps`` steps in a scratch folder (its
+    first steps include warm-up, so the estimate errs low).
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        probe = train(dataclasses.replace(config, steps=probe_steps, checkpoint_every=10 * probe_steps), scratch,
+                      progress=False, dataset=dataset, log=lambda *_: None)
+    rate = probe_steps / max(probe.seconds, 1e-9)
+    return max(probe_steps, int(margin * rate * seconds))
+
+
 # ---------------------------------------------------------------------------
 # Using a trained run
 # ---------------------------------------------------------------------------
