@@ -540,15 +540,18 @@ def steps_for_budget(config: TrainConfig, seconds: float, dataset=None, probe_st
 
     So a time-budgeted run can plan its cosine decay to end when the budget
     does. The probe trains ``probe_steps`` steps in a scratch folder (its
-    first steps include warm-up, so the estimate errs low).
+    first steps include warm-up, so the estimate errs low); ``seconds``
+    counts the probe's own time too.
     """
     import tempfile
 
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         probe = train(dataclasses.replace(config, steps=probe_steps, checkpoint_every=10 * probe_steps), scratch,
                       progress=False, dataset=dataset, log=lambda *_: None)
     rate = probe_steps / max(probe.seconds, 1e-9)
-    return max(probe_steps, int(margin * rate * seconds))
+    left = seconds - (time.perf_counter() - start)
+    return max(probe_steps, int(margin * rate * left))
 
 
 # ---------------------------------------------------------------------------
