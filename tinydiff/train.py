@@ -543,8 +543,6 @@ def steps_for_budget(config: TrainConfig, seconds: float, dataset=None, probe_st
     first steps include warm-up, so the estimate errs low); ``seconds``
     counts the probe's own time too.
     """
-    import tempfile
-
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         probe = train(dataclasses.replace(config, steps=probe_steps, checkpoint_every=10 * probe_steps), scratch,
