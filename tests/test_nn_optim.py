@@ -90,25 +90,35 @@ def _bind(model, tensors):
         setattr(owner, attr, tensor)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "resmlp", "mlp-conditional"])
+@pytest.mark.parametrize("kind", ["mlp", "resmlp", "mlp-conditional", "mlp-one-t", "resmlp-one-t", "mlp-extra-one-t"])
 def test_denoiser_plus_mse_passes_gradcheck_end_to_end(kind, backend):
     rng = B.default_rng(0)
-    if kind == "mlp":
+    extra = None
+    if kind in ("mlp", "mlp-one-t"):
         model = nn.MLPDenoiser(data_dim=2, width=4, depth=2, emb_dim=4, rng=rng)
-    elif kind == "resmlp":
+    elif kind.startswith("resmlp"):
         model = nn.ResMLPDenoiser(data_dim=3, width=4, blocks=1, emb_dim=4, cond_dim=4, rng=rng)
+    elif kind == "mlp-extra-one-t":
+        model = nn.MLPDenoiser(data_dim=2, width=4, depth=1, emb_dim=4, extra_dim=2, rng=rng)
+        extra = Tensor(f64(np.random.default_rng(3).normal(size=(3, 2))))
     else:
         model = nn.MLPDenoiser(data_dim=2, width=4, depth=1, emb_dim=4, num_classes=3, rng=rng)
     params = [f64(host(p.data)) for p in model.parameters()]
     d = model.data_dim
     x = f64(np.random.default_rng(1).normal(size=(3, d)))
     target = f64(np.random.default_rng(2).normal(size=(3, d)))
-    t = B.asarray(np.array([0, 5, 99]), dtype=B.dtype("int64"))
+    # "one-t": one int for the whole batch, the samplers' call (the split first layer)
+    t = 17 if kind.endswith("one-t") else B.asarray(np.array([0, 5, 99]), dtype=B.dtype("int64"))
     y = B.asarray(np.array([0, 2, 3]), dtype=B.dtype("int64"))  # 3 is the null class
 
     def loss(x_in, *weights):
         _bind(model, weights)
-        out = model(x_in, t, y) if kind == "mlp-conditional" else model(x_in, t)
+        if kind == "mlp-conditional":
+            out = model(x_in, t, y)
+        elif extra is not None:
+            out = model(x_in, t, extra=extra)
+        else:
+            out = model(x_in, t)
         return A.mse(out, target)
 
     assert gradcheck(loss, [Tensor(x)] + [Tensor(p) for p in params])
@@ -341,3 +351,48 @@ def test_timestep_table_falls_back_outside_its_range():
     embed = nn.TimestepEmbedding(8, num_timesteps=10)
     t = np.array([3, 25], dtype=np.int64)
     assert np.allclose(embed(t), nn.timestep_embedding(t, 8), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "mlp-extra", "mlp-classes", "resmlp-classes"])
+def test_one_int_t_gives_the_same_output_and_gradients_as_a_full_t_array(kind, backend):
+    """A sampler's call model(x, t) with one int t: the conditioning is computed for one
+    row and broadcast (in MLPDenoiser the first layer's product splits by columns).
+    It must agree with the plain call on t = full((N,), t), output and every gradient."""
+    rng = B.default_rng(4)
+    n, kwargs = 6, {}
+    if kind == "mlp":
+        model = nn.MLPDenoiser(data_dim=2, width=16, depth=2, emb_dim=8, rng=rng)
+    elif kind == "mlp-extra":
+        model = nn.MLPDenoiser(data_dim=2, width=16, depth=2, emb_dim=8, extra_dim=3, rng=rng)
+        kwargs["extra"] = B.default_rng(5).normal((n, 3))
+    elif kind == "mlp-classes":
+        model = nn.MLPDenoiser(data_dim=2, width=16, depth=2, emb_dim=8, num_classes=4, rng=rng)
+    else:
+        model = nn.ResMLPDenoiser(data_dim=5, width=16, blocks=2, emb_dim=8, cond_dim=8, num_classes=4, rng=rng)
+    x = B.default_rng(6).normal((n, model.data_dim))
+    target = B.default_rng(7).normal((n, model.data_dim))
+    labels = [None] if "classes" not in kind else [None, B.asarray(np.array([0, 1, 2, 3, 4, 1]), dtype=B.dtype("int64"))]
+    for y in labels:
+        extra_kwargs = dict(kwargs, y=y) if "classes" in kind else kwargs
+        results = []
+        for t in (321, B.asarray(np.full(n, 321), dtype=B.dtype("int64"))):
+            model.zero_grad()
+            out = model(x, t, **extra_kwargs)
+            A.mse(out, target).backward()
+            results.append((host(out.data), {name: host(p.grad) for name, p in model.named_parameters()
+                                             if p.grad is not None}))
+        (out_one, grads_one), (out_full, grads_full) = results
+        assert out_one.shape == (n, model.data_dim)
+        np.testing.assert_allclose(out_one, out_full, rtol=1e-5, atol=1e-6)
+        assert grads_one.keys() == grads_full.keys()
+        for name in grads_full:
+            np.testing.assert_allclose(grads_one[name], grads_full[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_t_of_the_wrong_shape_is_refused_by_name():
+    model = nn.MLPDenoiser(data_dim=2, width=8, depth=1, emb_dim=4)
+    x = B.default_rng(0).normal((3, 2))
+    with pytest.raises(ValueError, match="t must be an int or an integer array of shape"):
+        model(x, B.asarray(np.zeros((3, 1), dtype=np.int64)))
+    with pytest.raises(ValueError, match="t must be an int"):
+        model(x, "5")

@@ -355,3 +355,37 @@ def test_classifier_free_guidance_eq6(backend):
     assert tuple(out.shape) == (2, 2)
     with pytest.raises(ValueError, match="guidance must be a number w >= 0"):
         classifier_free_guidance(model, -1.0)
+
+
+def test_denoisers_get_one_int_t_and_plain_callables_get_an_array(backend):
+    """tinydiff's denoisers say accepts_scalar_t, so a sampler step hands them its one t
+    (the conditioning is computed once, not per row). Samples must match the same model
+    called through a plain function, which gets the (N,) array, and stay independent of
+    batch_size; classifier_free_guidance passes the promise on."""
+    from tinydiff import nn
+    from tinydiff.samplers import classifier_free_guidance
+
+    diffusion = GaussianDiffusion(make_schedule("linear", 25))
+    model = nn.MLPDenoiser(data_dim=2, width=32, depth=2, emb_dim=16, num_classes=3, num_timesteps=25,
+                           rng=B.default_rng(1))
+    seen = []
+
+    def plain(x, t, **kwargs):
+        seen.append(t)
+        return model(x, t, **kwargs)
+
+    fast = host(ddpm(model, diffusion, (12, 2), B.default_rng(2)))
+    fast_chunked = host(ddpm(model, diffusion, (12, 2), B.default_rng(2), batch_size=5))
+    slow = host(ddpm(plain, diffusion, (12, 2), B.default_rng(2)))
+    assert all(B.is_array(t) and t.shape == (12,) for t in seen)
+    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast, fast_chunked, rtol=1e-5, atol=1e-6)
+
+    guided = classifier_free_guidance(model, 2.0)
+    assert guided.accepts_scalar_t is True
+    assert getattr(classifier_free_guidance(plain, 2.0), "accepts_scalar_t") is False
+    labels = B.asarray(np.array([0, 1, 2] * 4), dtype=B.dtype("int64"))
+    guided_fast = host(ddim(guided, diffusion, (12, 2), B.default_rng(3), steps=5, model_kwargs={"y": labels}))
+    guided_slow = host(ddim(classifier_free_guidance(plain, 2.0), diffusion, (12, 2), B.default_rng(3), steps=5,
+                            model_kwargs={"y": labels}))
+    np.testing.assert_allclose(guided_fast, guided_slow, rtol=1e-4, atol=1e-5)

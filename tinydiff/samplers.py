@@ -73,12 +73,20 @@ def _check_shape(shape):
 
 
 def _predict(model, x, t, batch_size, model_kwargs):
-    """The model's output at step t for every row of x, in chunks of batch_size rows."""
+    """The model's output at step t for every row of x, in chunks of batch_size rows.
+
+    Every row of a step shares t. A model that says so (``accepts_scalar_t``,
+    as tinydiff's denoisers do) gets the one int and computes its timestep
+    conditioning once per step; any other callable gets the (N,) array.
+    """
     n = x.shape[0]
-    t_all = xp.full((n,), t, dtype=xp.int64)  # (N,)
+    if getattr(model, "accepts_scalar_t", False):
+        t_all = None
+    else:
+        t_all = xp.full((n,), t, dtype=xp.int64)  # (N,)
     kwargs = model_kwargs or {}
     if batch_size is None or batch_size >= n:
-        return _as_array(model(x, t_all, **kwargs))
+        return _as_array(model(x, t if t_all is None else t_all, **kwargs))
     parts = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
@@ -87,7 +95,8 @@ def _predict(model, x, t, batch_size, model_kwargs):
             k: (v[start:stop, ...] if B.is_array(v) and v.ndim >= 1 and v.shape[0] == n else v)
             for k, v in kwargs.items()
         }
-        parts.append(_as_array(model(x[start:stop, ...], t_all[start:stop], **chunk_kwargs)))
+        t_chunk = t if t_all is None else t_all[start:stop]
+        parts.append(_as_array(model(x[start:stop, ...], t_chunk, **chunk_kwargs)))
     return _concat(parts)
 
 
@@ -273,6 +282,7 @@ def classifier_free_guidance(model, guidance):
         unconditional = _as_array(model(x, t, **kwargs))
         return (1.0 + w) * conditional - w * unconditional
 
+    guided.accepts_scalar_t = getattr(model, "accepts_scalar_t", False)  # t goes to the model unchanged
     return guided
 
 
