@@ -383,7 +383,7 @@ def test_denoisers_get_one_int_t_and_plain_callables_get_an_array(backend):
 
     guided = classifier_free_guidance(model, 2.0)
     assert guided.accepts_scalar_t is True
-    assert getattr(classifier_free_guidance(plain, 2.0), "accepts_scalar_t") is False
+    assert classifier_free_guidance(plain, 2.0).accepts_scalar_t is False
     labels = B.asarray(np.array([0, 1, 2] * 4), dtype=B.dtype("int64"))
     guided_fast = host(ddim(guided, diffusion, (12, 2), B.default_rng(3), steps=5, model_kwargs={"y": labels}))
     guided_slow = host(ddim(classifier_free_guidance(plain, 2.0), diffusion, (12, 2), B.default_rng(3), steps=5,

@@ -509,6 +509,33 @@ def relu(a):
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 
+def _gelu_forward(x, t, out):
+    """t = tanh(sqrt(2/pi) (x + 0.044715 x^3)), out = 0.5 x (1 + t), in place."""
+    B.into(t, xp.multiply, x, x)
+    t *= 0.044715 * _GELU_C
+    t += _GELU_C
+    t *= x  # sqrt(2/pi) (0.044715 x^2 + 1) x, the constants folded: one pass fewer
+    B.into(t, xp.tanh, t)
+    B.into(out, xp.add, t, 1.0)  # (t and out may be one array: then t is not needed again)
+    out *= x
+    out *= 0.5
+
+
+def _gelu_backward(x, t, g, grad):
+    """grad = g (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2))."""
+    d_inner = x * x
+    d_inner *= 3.0 * 0.044715 * _GELU_C
+    d_inner += _GELU_C  # sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    slope = t * t
+    slope -= 1.0
+    slope *= d_inner
+    slope *= x
+    slope *= -0.5  # 0.5 x (1 - t^2) d_inner
+    B.into(grad, xp.add, t, 1.0)
+    grad *= 0.5
+    grad += slope
+    grad *= g
+
 
 @op
 def gelu(a):
@@ -516,37 +543,39 @@ def gelu(a):
 
     The tanh form (Hendrycks and Gimpel 2016) is used because erf is not in
     the array API standard; it differs from the erf form by under 1e-3.
-    The arrays made here are updated in place: on a busy step each fresh
-    temporary costs more than the arithmetic done in it.
+    Forward and VJP write into arrays made once per call, in place: on a
+    busy step each fresh temporary costs more than the arithmetic done in it.
     """
     x = _data(a)
-    inner = x * x
-    inner *= 0.044715
-    inner += 1.0
-    inner *= x
-    inner *= _GELU_C  # sqrt(2/pi) (x + 0.044715 x^3)
-    t = xp.tanh(inner)
-    out = t + 1.0
-    out *= x
-    out *= 0.5
+    out = xp.empty_like(x)
+    # Without a graph (sampling) tanh's values are not kept for the VJP: out holds them.
+    t = xp.empty_like(x) if _grad_enabled and _needs(a) else out
+    _gelu_forward(x, t, out)
 
     def vjp(g):
-        # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-        d_inner = x * x
-        d_inner *= 3.0 * 0.044715 * _GELU_C
-        d_inner += _GELU_C
-        slope = t * t
-        slope -= 1.0
-        slope *= d_inner
-        slope *= x
-        slope *= -0.5  # 0.5 x (1 - t^2) d_inner
-        grad = t + 1.0
-        grad *= 0.5
-        grad += slope
-        grad *= g
+        grad = xp.empty_like(x)
+        _gelu_backward(x, t, g, grad)
         return (grad,)
 
     return _result(out, (a,), vjp, "gelu")
+
+
+def _silu_forward(x, s, out):
+    """s = sigmoid(x) = (1 + tanh(x / 2)) / 2, out = x s, in place."""
+    B.into(s, xp.multiply, x, 0.5)
+    B.into(s, xp.tanh, s)
+    s += 1.0
+    s *= 0.5
+    B.into(out, xp.multiply, x, s)
+
+
+def _silu_backward(x, s, g, grad):
+    """grad = g s (1 + x (1 - s))."""
+    B.into(grad, xp.subtract, 1.0, s)
+    grad *= x
+    grad += 1.0
+    grad *= s
+    grad *= g
 
 
 @op
@@ -557,20 +586,15 @@ def silu(a):
     fewer passes than the exp form (SiLU runs on every hidden layer).
     """
     x = _data(a)
-    s = x * 0.5
-    s = xp.tanh(s)
-    s += 1.0
-    s *= 0.5
+    s, out = xp.empty_like(x), xp.empty_like(x)
+    _silu_forward(x, s, out)
 
     def vjp(g):
-        grad = 1.0 - s
-        grad *= x
-        grad += 1.0
-        grad *= s
-        grad *= g
+        grad = xp.empty_like(x)
+        _silu_backward(x, s, g, grad)
         return (grad,)
 
-    return _result(x * s, (a,), vjp, "silu")
+    return _result(out, (a,), vjp, "silu")
 
 
 @op

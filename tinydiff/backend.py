@@ -171,6 +171,21 @@ def scatter_add_rows(n_rows, indices, rows):
     return module.reshape(one_hot.T @ flat, out_shape)
 
 
+def into(out, function, *args):
+    """``out[...] = function(*args)`` without the temporary where the namespace allows it.
+
+    NumPy and CuPy ufuncs write straight into ``out=``; the array API
+    standard has no ``out=``, so other namespaces compute, then copy.
+    The optimizer's passes use it: one fewer pass and allocation each.
+    """
+    if _current_name in ("numpy", "cupy"):
+        return function(*args, out=out)
+    # Older array-API namespaces take no Python scalars in functions (only in operators).
+    args = [_current_module.asarray(a, dtype=out.dtype) if isinstance(a, (int, float)) else a for a in args]
+    out[...] = function(*args)
+    return out
+
+
 def default_dtype():
     """The default floating dtype of the current namespace (float32)."""
     return getattr(_current_module, DEFAULT_DTYPE)
