@@ -210,6 +210,18 @@ def torch_models(torch):
                 h = F.gelu(layer(h), approximate="tanh")
             return self.out(h)
 
+        def forward_one_t(self, x, t):
+            """One int t for every row, as tinydiff's samplers call MLPDenoiser: the first
+            layer split by columns, the embedding's part computed for one row."""
+            angles = torch.full((1, 1), float(t)) * self.frequencies
+            emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (1, emb_dim)
+            first, d = self.hidden[0], x.shape[1]
+            row_bias = F.linear(emb, first.weight[:, d:], first.bias)[0]  # (width,)
+            h = F.gelu(F.linear(x, first.weight[:, :d], row_bias), approximate="tanh")
+            for layer in self.hidden[1:]:
+                h = F.gelu(layer(h), approximate="tanh")
+            return self.out(h)
+
     class Block(torch.nn.Module):
         def __init__(self, width, cond_dim):
             super().__init__()

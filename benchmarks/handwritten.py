@@ -237,14 +237,35 @@ class HandMLP:
     def forward(self, x, t):
         """eps_theta(x, t): (N, data_dim). Keeps what backward needs in the workspace."""
         ws = self._workspace(x.shape[0])
-        value, D = self.params.value, self.data_dim
+        D = self.data_dim
         h = ws["h0"]
         h[:, :D] = x
         _timestep_embedding(t, self.frequencies, ws["t"], ws["angles"], h[:, D:])
+        return self._layers(ws, h)
+
+    def forward_one_t(self, x, t):
+        """eps_theta(x, t) for one int t shared by every row, as tinydiff's samplers call
+        MLPDenoiser: the first layer's product split by columns,
+        [x, emb] W^T + b = x W_x^T + (emb W_emb^T + b), the second term one row."""
+        ws = self._workspace(x.shape[0])
+        value, D, half = self.params.value, self.data_dim, self.emb_dim // 2
+        emb = np.empty((1, self.emb_dim), F32)
+        _timestep_embedding(np.array([t]), self.frequencies, np.empty((1, 1), F32), np.empty((1, half), F32), emb)
+        weight = value["hidden.0.weight"]
+        row = emb @ weight[:, D:].T
+        row += value["hidden.0.bias"]  # (1, width)
+        first = ws["pre"][0]
+        np.matmul(x, weight[:, :D].T, out=first)
+        first += row
+        return self._layers(ws, None, first_pre=first)
+
+    def _layers(self, ws, h, first_pre=None):
+        value = self.params.value
         for i in range(self.depth):
             a, th, post = ws["pre"][i], ws["tanh"][i], ws["post"][i]
-            np.matmul(h, value[f"hidden.{i}.weight"].T, out=a)
-            a += value[f"hidden.{i}.bias"]
+            if i > 0 or first_pre is None:
+                np.matmul(h, value[f"hidden.{i}.weight"].T, out=a)
+                a += value[f"hidden.{i}.bias"]
             # GELU: 0.5 a (1 + tanh(C (a + K a^3))), the inner term as C a (1 + K a^2)
             np.multiply(a, a, out=post)
             post *= GELU_K

@@ -11,6 +11,13 @@ T = 1000, eps-prediction), run on three sides:
 - torch (only if ``import torch`` works): the same loops around the same
   network in PyTorch on the CPU, under inference_mode.
 
+All three compute a step alike: every row of a step shares t, so the
+timestep embedding's part of the first layer, [x, emb] W^T + b =
+x W_x^T + (emb W_emb^T + b), is one row computed once per step (tinydiff's
+denoisers say ``accepts_scalar_t`` and the samplers hand them the one int).
+``--per-row-t`` also times tinydiff with t as an (N,) array, the call any
+other model gets, to show what that saves.
+
 Every side starts from the same weights and consumes the same noise: the
 references redraw, step by step, the arrays tinydiff's sampler draws (x_T
 keyed (base, T), z_t keyed (base, t), see samplers.py), so the final samples
@@ -20,6 +27,7 @@ untrained initial ones: the time of a step does not depend on their values.
     python benchmarks/sampling.py            # about a minute on 2 cores
     python benchmarks/sampling.py --quick    # DDPM timed over its first 50 steps, x T/50
     python benchmarks/sampling.py --n 2000 --no-torch
+    python benchmarks/sampling.py --per-row-t   # + tinydiff with t per row
 """
 
 from __future__ import annotations
@@ -93,7 +101,11 @@ class SameNoise:
 # ---------------------------------------------------------------------------
 
 
-def tinydiff_runner(model, diffusion):
+def tinydiff_runner(model, diffusion, per_row_t=False):
+    """samplers.ddpm / ddim around the model. per_row_t: hide accepts_scalar_t, so the
+    model gets t as an (N,) array each step (any user callable's call) and computes its
+    timestep conditioning for every row."""
+
     def run(kind, n, limit=None):
         calls = [0]
 
@@ -102,6 +114,8 @@ def tinydiff_runner(model, diffusion):
             if limit is not None and calls[0] > limit:
                 raise StopSampling
             return model(x, t, **kwargs)
+
+        counted.accepts_scalar_t = getattr(model, "accepts_scalar_t", False) and not per_row_t
 
         rng = B.default_rng(SEED)
         if kind == "ddpm":
@@ -143,15 +157,9 @@ def _reference_loop(kind, n, limit, T_steps, betas, alpha_bars, eps_fn, to_side,
 def hand_runner(state, diffusion):
     net = HandMLP(state, data_dim=2)
     betas, alpha_bars = host_schedule(diffusion)
-    t_buffers = {}
 
     def eps_fn(x, t):
-        n = x.shape[0]
-        t_all = t_buffers.get(n)
-        if t_all is None:
-            t_all = t_buffers[n] = np.empty(n, dtype=np.int64)
-        t_all.fill(t)
-        return net.forward(x, t_all)  # a workspace buffer: used before the next call
+        return net.forward_one_t(x, t)  # a workspace buffer: used before the next call
 
     def run(kind, n, limit=None):
         return _reference_loop(kind, n, limit, diffusion.T, betas, alpha_bars, eps_fn,
@@ -168,7 +176,7 @@ def torch_runner(torch, state, diffusion):
     betas, alpha_bars = host_schedule(diffusion)
 
     def eps_fn(x, t):
-        return net(x, torch.full((x.shape[0],), t, dtype=torch.int64))
+        return net.forward_one_t(x, t)
 
     def run(kind, n, limit=None):
         with torch.inference_mode():
@@ -202,7 +210,7 @@ def _rel(a, b):
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(np.asarray(b, np.float64)), 1e-30))
 
 
-def run_benchmark(n=N_POINTS, quick=False, torch=None, repeats=None, pause=0.25, log=print):
+def run_benchmark(n=N_POINTS, quick=False, torch=None, repeats=None, pause=0.25, log=print, per_row_t=False):
     """Time DDPM (T steps) and DDIM (50 steps) on every side; returns a list of row dicts.
 
     Each row: {"label", "kind", "steps", "n", "estimated", "seconds": {side: s},
@@ -214,6 +222,8 @@ def run_benchmark(n=N_POINTS, quick=False, torch=None, repeats=None, pause=0.25,
     model, diffusion = default_model_and_diffusion()
     state = host_state(model)
     runners = {"tinydiff": tinydiff_runner(model, diffusion), "hand-written": hand_runner(state, diffusion)}
+    if per_row_t:
+        runners["tinydiff, t per row"] = tinydiff_runner(model, diffusion, per_row_t=True)
     if torch is not None:
         runners["torch"] = torch_runner(torch, state, diffusion)
     for run in runners.values():  # warm up: workspaces, thread pools, the allocator
@@ -267,6 +277,11 @@ def print_table(rows, log=print):
         mark = "~" if row["estimated"] else " "
         log(f"{row['label']:18s} {row['n']:7d} {mark}{tiny:8.2f} {sec(hand)} {speed(hand)} {sec(tch)} "
             f"{speed(tch):>10}   {agree}")
+    for row in rows:
+        per_row = row["seconds"].get("tinydiff, t per row")
+        if per_row is not None:
+            log(f"{row['label']}: tinydiff with t as an (N,) array each step (conditioning per row): "
+                f"{per_row:.2f} s, {per_row / row['seconds']['tinydiff']:.2f}x the time with one int t")
     if any(row["estimated"] for row in rows):
         log("~ estimated: the first 50 steps timed and scaled to all steps (--quick)")
     log("speed columns: the reference's speed over tinydiff's = tinydiff's time / the reference's time "
@@ -292,6 +307,8 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=N_POINTS, help=f"points to sample (default {N_POINTS})")
     parser.add_argument("--repeats", type=int, default=None, help="runs per side (default: DDPM 1, DDIM 3)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
+    parser.add_argument("--per-row-t", action="store_true",
+                        help="also time tinydiff with t as an (N,) array per step, as before accepts_scalar_t")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error(f"--n must be >= 1, got {args.n}")
@@ -304,7 +321,7 @@ def main(argv=None):
         torch.set_num_threads(engine.core_count())
     engine.header(blas, f"{torch.__version__}, {torch.get_num_threads()} threads, CPU" if torch is not None
                   else "left out" if args.no_torch else "not installed (optional)")
-    rows = run_benchmark(args.n, quick=args.quick, torch=torch, repeats=args.repeats)
+    rows = run_benchmark(args.n, quick=args.quick, torch=torch, repeats=args.repeats, per_row_t=args.per_row_t)
     print_table(rows)
     print(target_line(rows))
     return 0
