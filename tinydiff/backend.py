@@ -89,6 +89,7 @@ def set_backend(name: str) -> None:
     global _current_name, _current_module
     module = _load(name)
     _current_name, _current_module = name, module
+    xp.__dict__.clear()  # forget the names looked up in the previous namespace
 
 
 def get_backend() -> str:
@@ -124,13 +125,19 @@ class _Namespace:
     """
 
     def __getattr__(self, name):
+        # Called only for names not yet in this object's __dict__: look the name up
+        # once and keep it there, so the next xp.exp is a plain attribute read
+        # (a training step of the 2-D model makes about 40 of them).
+        # set_backend empties the cache.
         try:
-            return getattr(_current_module, name)
+            value = getattr(_current_module, name)
         except AttributeError:
             # Older CuPy releases lack a few array-API names: map them.
-            if name in _ALIASES:
-                return _ALIASES[name](_current_module)
-            raise
+            if name not in _ALIASES:
+                raise
+            value = _ALIASES[name](_current_module)
+        self.__dict__[name] = value
+        return value
 
     def __repr__(self):
         return f"<array namespace {_current_name}>"
