@@ -160,9 +160,9 @@ class Tensor:
             for parent, parent_grad in zip(node._parents, parent_grads):
                 if parent_grad is None or not parent.requires_grad:
                     continue
-                if tuple(parent_grad.shape) != parent.shape:
-                    parent_grad = unbroadcast(parent_grad, parent.shape)
-                assert tuple(parent_grad.shape) == parent.shape, (node.op, parent.shape)
+                if parent_grad.shape != parent.data.shape:  # (shapes are tuples in every namespace)
+                    parent_grad = unbroadcast(parent_grad, parent.data.shape)
+                    assert tuple(parent_grad.shape) == parent.shape, (node.op, parent.shape)
                 key = id(parent)
                 previous = grads.get(key)
                 # Out of place on purpose: a VJP may hand the same array to two parents.
@@ -338,13 +338,14 @@ def _result(data, parents, vjp, name):
     """Wrap an output; record the graph only when some input needs gradients."""
     out = Tensor.__new__(Tensor)
     out.data, out.grad, out.op, out._retain = data, None, name, False
-    tensors = tuple(p for p in parents if isinstance(p, Tensor))
-    if _grad_enabled and any(p.requires_grad for p in tensors):
-        out.requires_grad = True
-        out._parents = tuple(p if isinstance(p, Tensor) else _CONSTANT for p in parents)
-        out._vjp = vjp
-    else:
-        out.requires_grad, out._parents, out._vjp = False, (), None
+    if _grad_enabled:
+        for p in parents:  # (a loop, not any(...): this runs for every operation)
+            if isinstance(p, Tensor) and p.requires_grad:
+                out.requires_grad = True
+                out._parents = tuple(p if isinstance(p, Tensor) else _CONSTANT for p in parents)
+                out._vjp = vjp
+                return out
+    out.requires_grad, out._parents, out._vjp = False, (), None
     return out
 
 
@@ -523,17 +524,16 @@ def _gelu_forward(x, t, out):
 
 def _gelu_backward(x, t, g, grad):
     """grad = g (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2))."""
-    d_inner = x * x
-    d_inner *= 3.0 * 0.044715 * _GELU_C
-    d_inner += _GELU_C  # sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-    slope = t * t
-    slope -= 1.0
-    slope *= d_inner
-    slope *= x
-    slope *= -0.5  # 0.5 x (1 - t^2) d_inner
-    B.into(grad, xp.add, t, 1.0)
+    B.into(grad, xp.multiply, x, x)
+    grad *= 3.0 * 0.044715 * _GELU_C
+    grad += _GELU_C
+    grad *= x  # x sqrt(2/pi) (1 + 3 * 0.044715 x^2), the derivative of tanh's argument, times x
+    one_minus_t2 = B.into(xp.empty_like(t), xp.multiply, t, t)
+    B.into(one_minus_t2, xp.subtract, 1.0, one_minus_t2)  # tanh' = 1 - t^2
+    grad *= one_minus_t2
+    grad += t
+    grad += 1.0
     grad *= 0.5
-    grad += slope
     grad *= g
 
 
