@@ -206,6 +206,27 @@ def test_p_mean_variance_variances(diffusion):
         diffusion.p_mean_variance(x_t, x_t, t, variance="learned")
 
 
+@pytest.mark.parametrize("prediction_type", ["eps", "x0", "v"])
+def test_one_int_t_gives_what_a_full_t_array_gives(backend, prediction_type):
+    """A sampler passes one int t; coefficients are then one (1, 1) value, broadcast.
+    Every output must equal the per-row computation on t = full((N,), t)."""
+    diffusion = GaussianDiffusion(make_schedule("cosine", 200), prediction_type=prediction_type)
+    x_t = arr(np.random.default_rng(0).normal(size=(5, 3)))
+    output = arr(np.random.default_rng(1).normal(size=(5, 3)))
+    for t in (0, 1, 77, 199):
+        full = steps([t] * 5)
+        for variance in ("beta", "beta_tilde"):
+            one = diffusion.p_mean_variance(output, x_t, t, variance=variance, clip_x0=True)
+            rows = diffusion.p_mean_variance(output, x_t, full, variance=variance, clip_x0=True)
+            for field in ("mean", "variance", "log_variance", "x0", "eps"):
+                a, b = host(getattr(one, field)), host(getattr(rows, field))
+                np.testing.assert_allclose(np.broadcast_to(a, b.shape), b, rtol=1e-12, atol=1e-15, err_msg=field)
+        np.testing.assert_allclose(host(diffusion.q_sample(x_t, t, output)), host(diffusion.q_sample(x_t, full, output)),
+                                   rtol=1e-12)
+    with pytest.raises(ValueError, match="t must be in 0..199"):
+        diffusion.p_mean_variance(output, x_t, 200)
+
+
 def test_zero_terminal_snr_v_prediction_is_finite(backend):
     schedule = make_schedule("linear", 100, zero_terminal_snr=True)
     diffusion = GaussianDiffusion(schedule, prediction_type="v")
