@@ -4,6 +4,9 @@ Both take any callable ``model(x_t, t)`` that returns a prediction of the
 diffusion's prediction_type (eps, x0 or v) as a Tensor or a backend array,
 with x_t an (N, ...) array and t an int64 array (N,) of 0-indexed steps
 (code t = paper t - 1: the loop runs t = T-1 .. 0 for the paper's T .. 1).
+All rows of a step share t, so a model with ``accepts_scalar_t = True``
+(tinydiff's denoisers) is handed the one Python int instead, and computes
+its timestep conditioning once per step rather than once per row.
 ``classifier_free_guidance`` wraps a class-conditional model (Ho and
 Salimans 2022, Eq. 6) so either sampler can use it.
 
