@@ -150,11 +150,14 @@ class GaussianDiffusion:
             self._cache[key] = table
         return table
 
+    def _check_step(self, t):
+        if not 0 <= t < self.T:
+            raise ValueError(f"t must be in 0..{self.T - 1} (0-indexed: paper t - 1), got {t}")
+
     def timesteps_array(self, t, n):
         """t as an int64 array of shape (n,): a Python int is repeated, an array passed on."""
         if isinstance(t, int) and not isinstance(t, bool):
-            if not 0 <= t < self.T:
-                raise ValueError(f"t must be in 0..{self.T - 1} (0-indexed: paper t - 1), got {t}")
+            self._check_step(t)
             return xp.full((n,), t, dtype=xp.int64)
         return t
 
@@ -167,7 +170,7 @@ class GaussianDiffusion:
         """
         n = like.shape[0]
         if isinstance(t, int) and not isinstance(t, bool):
-            self.timesteps_array(t, 1)  # the range check
+            self._check_step(t)
             return xp.reshape(self._table(name, like.dtype)[t:t + 1], (1,) * like.ndim)
         t = self.timesteps_array(t, n)
         values = xp.take(self._table(name, like.dtype), t, axis=0)  # (N,)
