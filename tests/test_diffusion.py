@@ -223,6 +223,13 @@ def test_one_int_t_gives_what_a_full_t_array_gives(backend, prediction_type):
                 np.testing.assert_allclose(np.broadcast_to(a, b.shape), b, rtol=1e-12, atol=1e-15, err_msg=field)
         np.testing.assert_allclose(host(diffusion.q_sample(x_t, t, output)), host(diffusion.q_sample(x_t, full, output)),
                                    rtol=1e-12)
+    one = diffusion.p_mean_variance(output, x_t, 77)
+    assert tuple(one.variance.shape) == (1, 1) and tuple(one.log_variance.shape) == (1, 1)  # one value, not N
+    before = float(host(one.variance)[0, 0])
+    one.variance[...] = 0.5  # a caller's write must not reach the cached table
+    assert float(host(diffusion.p_mean_variance(output, x_t, 77).variance)[0, 0]) == before
+    np.testing.assert_allclose(host(diffusion.q_sample(x_t, np.int64(77), output)),
+                               host(diffusion.q_sample(x_t, 77, output)), rtol=0)  # NumPy ints are ints too
     with pytest.raises(ValueError, match="t must be in 0..199"):
         diffusion.p_mean_variance(output, x_t, 200)
 

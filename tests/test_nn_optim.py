@@ -396,3 +396,17 @@ def test_t_of_the_wrong_shape_is_refused_by_name():
         model(x, B.asarray(np.zeros((3, 1), dtype=np.int64)))
     with pytest.raises(ValueError, match="t must be an int"):
         model(x, "5")
+    with pytest.raises(ValueError, match="t has 2 steps for 3 rows of x"):
+        model(x, B.asarray(np.array([1, 2], dtype=np.int64)))
+    with pytest.raises(ValueError, match="t has 2 steps for 3 rows of x"):
+        nn.ResMLPDenoiser(data_dim=2, width=8, blocks=1, emb_dim=4, cond_dim=4)(x, B.asarray(np.array([1, 2])))
+
+
+def test_activations_of_integer_input_are_floats(backend):
+    x = B.asarray(np.array([-2, 0, 3], dtype=np.int64))
+    for act in (A.gelu, A.silu):
+        out = act(Tensor(x))
+        assert out.dtype == B.default_dtype()
+        expected = A.gelu(Tensor(B.asarray(np.array([-2.0, 0.0, 3.0])))) if act is A.gelu else \
+            A.silu(Tensor(B.asarray(np.array([-2.0, 0.0, 3.0]))))
+        np.testing.assert_allclose(host(out.data), host(expected.data), rtol=1e-6)

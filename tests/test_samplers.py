@@ -374,6 +374,17 @@ def test_denoisers_get_one_int_t_and_plain_callables_get_an_array(backend):
         seen.append(t)
         return model(x, t, **kwargs)
 
+    class Recording(nn.MLPDenoiser):  # the same model, noting what t it is handed
+        def forward(self, x, t, **kwargs):
+            seen_by_denoiser.append(t)
+            return super().forward(x, t, **kwargs)
+
+    seen_by_denoiser = []
+    recording = Recording(data_dim=2, width=32, depth=2, emb_dim=16, num_classes=3, num_timesteps=25,
+                          rng=B.default_rng(1))
+    ddim(recording, diffusion, (12, 2), B.default_rng(2), steps=5, batch_size=5)
+    assert len(seen_by_denoiser) == 15 and all(type(t) is int for t in seen_by_denoiser)
+
     fast = host(ddpm(model, diffusion, (12, 2), B.default_rng(2)))
     fast_chunked = host(ddpm(model, diffusion, (12, 2), B.default_rng(2), batch_size=5))
     slow = host(ddpm(plain, diffusion, (12, 2), B.default_rng(2)))

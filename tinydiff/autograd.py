@@ -510,6 +510,15 @@ def relu(a):
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 
+def _float_data(value):
+    """The array behind value, as the default float dtype if it holds integers or booleans
+    (the activation kernels write into arrays shaped and typed like their input)."""
+    x = _data(value)
+    if x.dtype not in (xp.float32, xp.float64):
+        x = xp.astype(x, B.default_dtype())
+    return x
+
+
 def _gelu_forward(x, t, out):
     """t = tanh(sqrt(2/pi) (x + 0.044715 x^3)), out = 0.5 x (1 + t), in place."""
     B.into(t, xp.multiply, x, x)
@@ -546,7 +555,7 @@ def gelu(a):
     Forward and VJP write into arrays made once per call, in place: on a
     busy step each fresh temporary costs more than the arithmetic done in it.
     """
-    x = _data(a)
+    x = _float_data(a)
     out = xp.empty_like(x)
     # Without a graph (sampling) tanh's values are not kept for the VJP: out holds them.
     t = xp.empty_like(x) if _grad_enabled and _needs(a) else out
@@ -585,7 +594,7 @@ def silu(a):
     sigmoid as (1 + tanh(a / 2)) / 2: one transcendental and no overflow,
     fewer passes than the exp form (SiLU runs on every hidden layer).
     """
-    x = _data(a)
+    x = _float_data(a)
     s, out = xp.empty_like(x), xp.empty_like(x)
     _silu_forward(x, s, out)
 

@@ -29,6 +29,7 @@ cached), so float32 input gives float32 output with no float64 upcast.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 from tinydiff import backend as B
@@ -155,10 +156,10 @@ class GaussianDiffusion:
             raise ValueError(f"t must be in 0..{self.T - 1} (0-indexed: paper t - 1), got {t}")
 
     def timesteps_array(self, t, n):
-        """t as an int64 array of shape (n,): a Python int is repeated, an array passed on."""
-        if isinstance(t, int) and not isinstance(t, bool):
-            self._check_step(t)
-            return xp.full((n,), t, dtype=xp.int64)
+        """t as an int64 array of shape (n,): an int (Python or NumPy) is repeated, an array passed on."""
+        if isinstance(t, numbers.Integral) and not isinstance(t, bool):
+            self._check_step(int(t))
+            return xp.full((n,), int(t), dtype=xp.int64)
         return t
 
     def _gather(self, name, t, like):
@@ -169,9 +170,11 @@ class GaussianDiffusion:
         instead of N (a fifth of a DDPM step's own arithmetic at N = 10,000).
         """
         n = like.shape[0]
-        if isinstance(t, int) and not isinstance(t, bool):
+        if isinstance(t, numbers.Integral) and not isinstance(t, bool):
+            t = int(t)
             self._check_step(t)
-            return xp.reshape(self._table(name, like.dtype)[t:t + 1], (1,) * like.ndim)
+            value = self._table(name, like.dtype)[t:t + 1]  # a view into the cached table: copy it,
+            return xp.reshape(xp.astype(value, value.dtype, copy=True), (1,) * like.ndim)  # so writes stay local
         t = self.timesteps_array(t, n)
         values = xp.take(self._table(name, like.dtype), t, axis=0)  # (N,)
         return xp.reshape(values, (n,) + (1,) * (like.ndim - 1))  # (N, 1, ...)
@@ -187,7 +190,7 @@ class GaussianDiffusion:
         ) * noise
 
     def q_mean_variance(self, x0, t):
-        """Eq. 4: the mean, variance and log-variance of q(x_t | x_0)."""
+        """Eq. 4: the mean, variance and log-variance of q(x_t | x_0) (variances (N, 1, ...), or (1, 1, ...) for an int t)."""
         mean = self._gather("sqrt_alpha_bars", t, x0) * x0
         variance = self._gather("one_minus_alpha_bars", t, x0)
         log_variance = self._gather("log_one_minus_alpha_bars", t, x0)
@@ -277,7 +280,7 @@ class GaussianDiffusion:
         return eps, x0
 
     def reverse_variance(self, t, like, variance="beta"):
-        """sigma_t^2 of Sec. 3.2 and its log, (N, 1, ...): beta_t or beta_tilde_t (Eq. 7).
+        """sigma_t^2 of Sec. 3.2 and its log, (N, 1, ...) ((1, 1, ...) for an int t): beta_t or beta_tilde_t (Eq. 7).
 
         With "beta_tilde" the variance is 0 at t = 0 (no noise is added at the
         last sampling step anyway) and its log is clipped (see Schedule).

@@ -10,8 +10,8 @@ sub-Modules, and lists of Modules), so a model is plain Python:
 
 The denoisers eps_theta(x_t, t) of the paper are generic networks called as
 ``model(x, t)`` with a batch x of shape (N, D) and integer timesteps t of
-shape (N,), 0-indexed (code t = paper t - 1). They know nothing else about
-diffusion.
+shape (N,), 0-indexed (code t = paper t - 1), or one int for every row (a
+sampler's step). They know nothing else about diffusion.
 """
 
 from __future__ import annotations
@@ -267,12 +267,13 @@ def _as_tensor(x):
     return x if isinstance(x, Tensor) else Tensor(x)
 
 
-def _timestep_rows(t):
-    """t as an int64 array of rows: a (N,) array as it is, one int (a whole batch at one step) as (1,).
+def _timestep_rows(t, n):
+    """t as rows of steps: an (N,) array as it is, one int (a whole batch at one step) as (1,).
 
-    The denoisers accept ``t`` either as an (N,) array or as one int shared
-    by the whole batch, as in every step of a sampler. With one int, the
-    conditioning is computed for one row and broadcast, instead of N times.
+    The denoisers accept ``t`` either as an (N,) array of 0-indexed steps or
+    as one int shared by the whole batch, as in every step of a sampler.
+    With one int, the conditioning is computed for one row and broadcast,
+    instead of N times.
     """
     if isinstance(t, Tensor):
         t = t.data
@@ -282,6 +283,8 @@ def _timestep_rows(t):
         return xp.reshape(t, (1,))
     if not B.is_array(t) or t.ndim != 1:
         raise ValueError(f"t must be an int or an integer array of shape (N,), got {t!r}")
+    if t.shape[0] not in (1, n):
+        raise ValueError(f"t has {t.shape[0]} steps for {n} rows of x: give one per row, or one int for all")
     return t
 
 
@@ -323,6 +326,10 @@ class MLPDenoiser(Module):
     hidden layers of ``width`` units. Defaults: embedding 128, 3 hidden
     layers of 128, GELU. With num_classes, a class embedding is added to the
     timestep embedding (classifier-free guidance).
+
+    ``t`` is an (N,) integer array or one int for every row; the samplers
+    pass the int (``accepts_scalar_t``). A subclass whose forward needs an
+    array should set ``accepts_scalar_t = False``.
     """
 
     def __init__(self, data_dim=2, width=128, depth=3, emb_dim=128, activation_name="gelu",
@@ -347,7 +354,7 @@ class MLPDenoiser(Module):
     def forward(self, x, t, y=None, extra=None):
         x = _as_tensor(x)
         n = x.shape[0]
-        emb = Tensor(self.embed_t(_timestep_rows(t)))  # (N, emb_dim), or (1, emb_dim) for one int t
+        emb = Tensor(self.embed_t(_timestep_rows(t, n)))  # (N, emb_dim), or (1, emb_dim) for one int t
         if self.classes is not None:
             emb = emb + self.classes(y, emb.shape[0] if y is None else n)
         extra = _as_tensor(_check_extra(extra, n, self.extra_dim)) if self.extra_dim else None
@@ -399,6 +406,10 @@ class ResMLPDenoiser(Module):
     -> Linear(width, D). The timestep embedding goes through a small MLP to a
     conditioning vector fed into every block. MNIST defaults: width 1024,
     2 blocks, SiLU, LayerNorm in the blocks.
+
+    ``t`` is an (N,) integer array or one int for every row; the samplers
+    pass the int (``accepts_scalar_t``). A subclass whose forward needs an
+    array should set ``accepts_scalar_t = False``.
     """
 
     def __init__(self, data_dim=784, width=1024, blocks=2, emb_dim=128, cond_dim=256,
@@ -426,7 +437,7 @@ class ResMLPDenoiser(Module):
 
     def forward(self, x, t, y=None, extra=None):
         # With one int t the conditioning is one row, broadcast in the blocks.
-        cond = self.time_out(self.act(self.time_in(Tensor(self.embed_t(_timestep_rows(t))))))
+        cond = self.time_out(self.act(self.time_in(Tensor(self.embed_t(_timestep_rows(t, x.shape[0]))))))
         if self.classes is not None:
             cond = cond + self.classes(y, cond.shape[0] if y is None else x.shape[0])
         cond = self.act(cond)  # (N, cond_dim), or (1, cond_dim)
