@@ -1,7 +1,8 @@
 """Smoke tests of the examples and GPU scripts: they run, on tiny settings, and say what they did.
 
 The timing benchmarks themselves (benchmarks/all.py, engine.py, sampling.py,
-memory.py) are never run here: they are scripts to run by hand.
+memory.py) are never run here: they are scripts to run by hand (cputime.py
+only for a few steps, to check that its table and --against work).
 The GPU scripts are run as a user without a GPU would run them (CuPy made
 unimportable, so the test means the same on a machine that has one), and
 benchmarks/gpu.py once more with NumPy standing in for CuPy, so every part
@@ -122,3 +123,22 @@ def test_gpu_benchmark_runs_every_part_with_numpy_standing_in(tmp_path):
     # to_numpy never runs inside the loops; DDIM reads its schedule once, before its loop.
     assert (transfers["to_numpy_train"], transfers["to_numpy_ddpm"], transfers["to_numpy_ddim"]) == (0, 0, 1)
     assert len(transfers["waits"]) == 6
+
+
+def test_cputime_benchmark_runs_and_compares_a_checkout():
+    """benchmarks/cputime.py on a few steps, against this same checkout through --against:
+    its table must give both sides' CPU ms and a ratio for the row asked for."""
+    env = dict(os.environ, TINYDIFF_BACKEND="numpy")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cputime.py"), "--configs", "mlp256",
+                           "--steps-scale", "0.01", "--against", str(ROOT)],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = [line.split() for line in done.stdout.splitlines() if line.startswith("mlp256 ")]
+    assert len(row) == 1, done.stdout
+    tiny, hand, ratio, other, other_ratio = row[0][1:]
+    assert float(tiny) > 0 and float(hand) > 0 and float(other) > 0
+    assert abs(float(ratio.rstrip("x")) - float(hand) / float(tiny)) < 0.01
+    assert "BLAS pinned to 1 thread" in done.stdout and f"tinydiff imported from {ROOT / 'tinydiff'}" in done.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cputime.py"), "--configs", "mlp9"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert bad.returncode == 2 and "--configs: unknown ['mlp9']" in bad.stderr
