@@ -510,6 +510,7 @@ def relu(a):
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 
+
 def _float_data(value):
     """The array behind value, as the default float dtype if it holds integers or booleans
     (the activation kernels write into arrays shaped and typed like their input)."""

@@ -167,7 +167,7 @@ class GaussianDiffusion:
 
         For one int t (a sampler's step: every row shares it) the shape is
         (1, 1, ...), which broadcasts the same way and costs one look-up
-        instead of N (a fifth of a DDPM step's own arithmetic at N = 10,000).
+        instead of N (p_mean_variance at N = 10,000: 75 us instead of 400).
         """
         n = like.shape[0]
         if isinstance(t, numbers.Integral) and not isinstance(t, bool):
