@@ -142,3 +142,17 @@ def test_cputime_benchmark_runs_and_compares_a_checkout():
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cputime.py"), "--configs", "mlp9"],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert bad.returncode == 2 and "--configs: unknown ['mlp9']" in bad.stderr
+
+
+def test_mnist_parts_benchmark_prints_each_part():
+    """benchmarks/mnist_parts.py at a tiny width, without PyTorch: a row per part, NumPy times > 0."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mnist_parts.py"), "--width", "64",
+                           "--batch", "8", "--repeats", "2", "--no-torch"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1", TINYDIFF_BACKEND="numpy"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("forward", "input grad", "weight grad", "Adam update"))]
+    assert len(rows) == 4, done.stdout
+    numpy_ms = [float(row[52:].split()[0]) for row in rows]
+    assert all(ms >= 0 for ms in numpy_ms) and numpy_ms[3] > 0 and all(row.split()[-1] == "-" for row in rows)
+    assert "8x64 @ 64x64" in rows[0] and "M parameters" in rows[3]

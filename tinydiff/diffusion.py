@@ -151,16 +151,18 @@ class GaussianDiffusion:
             self._cache[key] = table
         return table
 
-    def _check_step(self, t):
+    def _one_step(self, t):
+        """t as a range-checked Python int when it is one int (Python or NumPy); None for an array."""
+        if not isinstance(t, numbers.Integral) or isinstance(t, bool):
+            return None
         if not 0 <= t < self.T:
             raise ValueError(f"t must be in 0..{self.T - 1} (0-indexed: paper t - 1), got {t}")
+        return int(t)
 
     def timesteps_array(self, t, n):
         """t as an int64 array of shape (n,): an int (Python or NumPy) is repeated, an array passed on."""
-        if isinstance(t, numbers.Integral) and not isinstance(t, bool):
-            self._check_step(int(t))
-            return xp.full((n,), int(t), dtype=xp.int64)
-        return t
+        step = self._one_step(t)
+        return t if step is None else xp.full((n,), step, dtype=xp.int64)
 
     def _gather(self, name, t, like):
         """Coefficient ``name`` at each row's step t, shaped (N, 1, ...) like ``like``.
@@ -170,12 +172,10 @@ class GaussianDiffusion:
         instead of N (p_mean_variance at N = 10,000: 75 us instead of 400).
         """
         n = like.shape[0]
-        if isinstance(t, numbers.Integral) and not isinstance(t, bool):
-            t = int(t)
-            self._check_step(t)
-            value = self._table(name, like.dtype)[t:t + 1]  # a view into the cached table: copy it,
+        step = self._one_step(t)
+        if step is not None:
+            value = self._table(name, like.dtype)[step:step + 1]  # a view into the cached table: copy it,
             return xp.reshape(xp.astype(value, value.dtype, copy=True), (1,) * like.ndim)  # so writes stay local
-        t = self.timesteps_array(t, n)
         values = xp.take(self._table(name, like.dtype), t, axis=0)  # (N,)
         return xp.reshape(values, (n,) + (1,) * (like.ndim - 1))  # (N, 1, ...)
 
