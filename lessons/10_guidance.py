@@ -54,12 +54,12 @@ def nearest_center(x):
 lesson.step(
     "label dropout: the null class",
     paper="train with c replaced by the null label with probability p_uncond (0.1 to 0.2)   (Ho and Salimans 2022)",
-    code="tinydiff.nn.drop_labels(y, num_classes, probability, rng); TrainConfig(conditional=True, label_dropout=p)",
+    code="tinydiff.train.drop_labels(y, num_classes, probability, rng); TrainConfig(conditional=True, label_dropout=p)",
 )
 p_uncond = 0.2
 n = lesson.pick(20000, 100000)
 y = B.asarray(np.arange(n) % 8)
-dropped = B.to_numpy(nn.drop_labels(y, 8, p_uncond, lesson.rng(1)))
+dropped = B.to_numpy(train.drop_labels(y, 8, p_uncond, lesson.rng(1)))
 is_null = dropped == 8
 lesson.check_mc("fraction of labels dropped", is_null.mean(), p_uncond, math.sqrt(p_uncond * (1 - p_uncond) / n),
                 against="p_uncond =")

@@ -31,7 +31,7 @@ def test_resume_continues_exactly(tmp_path):
     a, b = params_of(straight.run), params_of(second.run)
     for name in a:
         assert np.array_equal(a[name], b[name]), name
-    assert np.array_equal(B.to_numpy(straight.run.ema.shadow), B.to_numpy(second.run.ema.shadow))
+    assert np.array_equal(B.to_numpy(straight.run.ema.state_dict()["shadow"]), B.to_numpy(second.run.ema.state_dict()["shadow"]))
     # the loss log holds every step once
     steps, losses = T.read_losses(tmp_path / "split")
     assert list(steps) == list(range(1, 41))
@@ -108,9 +108,11 @@ def test_nan_loss_stops_with_the_step_and_the_last_checkpoint(tmp_path, monkeypa
     calls = {"n": 0}
 
     def poisoned(self, *args, **kwargs):
-        calls["n"] += 1
+        from tinydiff.autograd import is_grad_enabled
+
+        calls["n"] += is_grad_enabled()  # training steps only (a checkpoint's probe runs without a graph)
         loss = original(self, *args, **kwargs)
-        return loss * float("nan") if calls["n"] == 17 else loss
+        return loss * float("nan") if calls["n"] == 17 and is_grad_enabled() else loss
 
     monkeypatch.setattr(GaussianDiffusion, "training_loss", poisoned)
     with pytest.raises(T.TrainingError) as error:
@@ -127,7 +129,9 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path, monkeypatch):
     calls = {"n": 0}
 
     def interrupting(self, *args, **kwargs):
-        calls["n"] += 1
+        from tinydiff.autograd import is_grad_enabled
+
+        calls["n"] += is_grad_enabled()  # training steps only (a checkpoint's probe runs without a graph)
         if calls["n"] == 13:
             os.kill(os.getpid(), signal.SIGINT)
         return original(self, *args, **kwargs)

@@ -329,9 +329,12 @@ def op(function):
     return function
 
 
-def _data(value):
-    """The array behind a Tensor; numbers and arrays pass through."""
+def unwrap(value):
+    """The array behind a Tensor; arrays and numbers pass through (the one unwrapping helper)."""
     return value.data if isinstance(value, Tensor) else value
+
+
+_data = unwrap  # the ops' short name for it
 
 
 def _result(data, parents, vjp, name):
@@ -486,17 +489,21 @@ def tanh(a):
     return _result(out, (a,), lambda g: (g * (1.0 - out * out),), "tanh")
 
 
-def _sigmoid(x):
-    # exp(-|x|) never overflows; pick the algebraically equal form by sign.
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+def stable_sigmoid(x):
+    """sigmoid(x) = 1 / (1 + exp(-x)), written as (1 + tanh(x / 2)) / 2.
+
+    The two are the same function; the tanh form cannot overflow for any x
+    (exp(-x) does for x below about -88 in float32) and needs one
+    transcendental.
+    """
+    return 0.5 * (1.0 + xp.tanh(0.5 * x))
 
 
 @op
 def sigmoid(a):
-    """1 / (1 + exp(-a)), computed without overflow; d/da = s (1 - s)."""
-    out = _sigmoid(_data(a))
-    return _result(out, (a,), lambda g: (g * (out * (1.0 - out)),), "sigmoid")
+    """sigmoid(a) = 1 / (1 + exp(-a)); d/da = s (1 - s)."""
+    s = stable_sigmoid(_data(a))
+    return _result(s, (a,), lambda g: (g * s * (1.0 - s),), "sigmoid")
 
 
 @op
@@ -508,101 +515,44 @@ def relu(a):
     return _result(out, (a,), lambda g: (xp.where(positive, g, 0.0),), "relu")
 
 
-_GELU_C = math.sqrt(2.0 / math.pi)
-
-
 def _float_data(value):
-    """The array behind value, as the default float dtype if it holds integers or booleans
-    (the activation kernels write into arrays shaped and typed like their input)."""
+    """The array behind value, as the default float dtype if it holds integers or booleans."""
     x = _data(value)
     if x.dtype not in (xp.float32, xp.float64):
         x = xp.astype(x, B.default_dtype())
     return x
 
 
-def _gelu_forward(x, t, out):
-    """t = tanh(sqrt(2/pi) (x + 0.044715 x^3)), out = 0.5 x (1 + t), in place."""
-    B.into(t, xp.multiply, x, x)
-    t *= 0.044715 * _GELU_C
-    t += _GELU_C
-    t *= x  # sqrt(2/pi) (0.044715 x^2 + 1) x, the constants folded: one pass fewer
-    B.into(t, xp.tanh, t)
-    B.into(out, xp.add, t, 1.0)  # (t and out may be one array: then t is not needed again)
-    out *= x
-    out *= 0.5
-
-
-def _gelu_backward(x, t, g, grad):
-    """grad = g (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2))."""
-    B.into(grad, xp.multiply, x, x)
-    grad *= 3.0 * 0.044715 * _GELU_C
-    grad += _GELU_C
-    grad *= x  # x sqrt(2/pi) (1 + 3 * 0.044715 x^2), the derivative of tanh's argument, times x
-    one_minus_t2 = B.into(xp.empty_like(t), xp.multiply, t, t)
-    B.into(one_minus_t2, xp.subtract, 1.0, one_minus_t2)  # tanh' = 1 - t^2
-    grad *= one_minus_t2
-    grad += t
-    grad += 1.0
-    grad *= 0.5
-    grad *= g
+_GELU_C = math.sqrt(2.0 / math.pi)
 
 
 @op
 def gelu(a):
-    """GELU in its tanh form: 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))).
+    """GELU in its tanh form (Hendrycks and Gimpel 2016): 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))).
 
-    The tanh form (Hendrycks and Gimpel 2016) is used because erf is not in
-    the array API standard; it differs from the erf form by under 1e-3.
-    Forward and VJP write into arrays made once per call, in place: on a
-    busy step each fresh temporary costs more than the arithmetic done in it.
+    d/da = 0.5 (1 + t) + 0.5 a (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 a^2), with t the tanh.
+    The tanh form is used because erf is not in the array API standard; it
+    differs from the erf form by under 1e-3.
     """
     x = _float_data(a)
-    out = xp.empty_like(x)
-    # Without a graph (sampling) tanh's values are not kept for the VJP: out holds them.
-    t = xp.empty_like(x) if _grad_enabled and _needs(a) else out
-    _gelu_forward(x, t, out)
+    t = xp.tanh(_GELU_C * (x + 0.044715 * x * x * x))
+    out = 0.5 * x * (1.0 + t)
 
     def vjp(g):
-        grad = xp.empty_like(x)
-        _gelu_backward(x, t, g, grad)
-        return (grad,)
+        return (g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * 0.044715 * x * x)),)
 
     return _result(out, (a,), vjp, "gelu")
 
 
-def _silu_forward(x, s, out):
-    """s = sigmoid(x) = (1 + tanh(x / 2)) / 2, out = x s, in place."""
-    B.into(s, xp.multiply, x, 0.5)
-    B.into(s, xp.tanh, s)
-    s += 1.0
-    s *= 0.5
-    B.into(out, xp.multiply, x, s)
-
-
-def _silu_backward(x, s, g, grad):
-    """grad = g s (1 + x (1 - s))."""
-    B.into(grad, xp.subtract, 1.0, s)
-    grad *= x
-    grad += 1.0
-    grad *= s
-    grad *= g
-
-
 @op
 def silu(a):
-    """SiLU (swish): a * sigmoid(a); d/da = s (1 + a (1 - s)).
-
-    sigmoid as (1 + tanh(a / 2)) / 2: one transcendental and no overflow,
-    fewer passes than the exp form (SiLU runs on every hidden layer).
-    """
+    """SiLU (swish): a * sigmoid(a); d/da = s (1 + a (1 - s)) with s = sigmoid(a)."""
     x = _float_data(a)
-    s, out = xp.empty_like(x), xp.empty_like(x)
-    _silu_forward(x, s, out)
+    s = stable_sigmoid(x)
+    out = x * s
 
     def vjp(g):
-        grad = xp.empty_like(x)
-        _silu_backward(x, s, g, grad)
-        return (grad,)
+        return (g * s * (1.0 + x * (1.0 - s)),)
 
     return _result(out, (a,), vjp, "silu")
 
@@ -612,7 +562,7 @@ def softplus(a):
     """log(1 + exp(a)) as max(a, 0) + log1p(exp(-|a|)), which never overflows."""
     x = _data(a)
     out = xp.maximum(x, 0.0) + xp.log1p(xp.exp(-xp.abs(x)))
-    return _result(out, (a,), lambda g: (g * _sigmoid(x),), "softplus")
+    return _result(out, (a,), lambda g: (g * stable_sigmoid(x),), "softplus")
 
 
 # -- reductions ------------------------------------------------------------

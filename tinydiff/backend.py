@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import numbers
 import os
 
 import numpy as _np
@@ -179,25 +178,14 @@ def scatter_add_rows(n_rows, indices, rows):
     return module.reshape(one_hot.T @ flat, out_shape)
 
 
-def into(out, function, *args):
-    """``out[...] = function(*args)`` without the temporary where the namespace allows it.
-
-    NumPy and CuPy ufuncs write straight into ``out=``; the array API
-    standard has no ``out=``, so other namespaces compute, then copy.
-    Adam's passes and the GELU and SiLU kernels use it: one allocation
-    (and, where it replaces a copy, one pass) fewer each.
-    """
-    if _current_name in ("numpy", "cupy"):
-        return function(*args, out=out)
-    # Older array-API namespaces take no Python scalars in functions (only in operators).
-    args = [_current_module.asarray(float(a), dtype=out.dtype) if isinstance(a, numbers.Real) else a for a in args]
-    out[...] = function(*args)
-    return out
-
-
 def default_dtype():
     """The default floating dtype of the current namespace (float32)."""
     return getattr(_current_module, DEFAULT_DTYPE)
+
+
+def float64():
+    """The float64 dtype of the current namespace: schedule tables, exact computations, gradient checks."""
+    return _current_module.float64
 
 
 def dtype(name: str):

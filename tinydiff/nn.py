@@ -17,12 +17,12 @@ sampler's step). They know nothing else about diffusion.
 from __future__ import annotations
 
 import math
-import numbers
 
 from . import autograd as A
 from . import backend as B
 from .autograd import Tensor
 from .backend import xp
+from .steps import timestep_rows
 
 # ---------------------------------------------------------------------------
 # Module and Parameter
@@ -245,7 +245,7 @@ class TimestepEmbedding:
         self.table = None
 
     def __call__(self, t):
-        if isinstance(t, int) or t.dtype not in (xp.int64, xp.int32) or B.get_backend() == "cupy":
+        if t.dtype not in (xp.int64, xp.int32) or B.get_backend() == "cupy":
             # On a GPU the sinusoids cost nothing, and a range check would be a sync.
             return timestep_embedding(t, self.dim)
         if self.table is None:
@@ -265,27 +265,6 @@ def _check_extra(extra, n, dim):
 
 def _as_tensor(x):
     return x if isinstance(x, Tensor) else Tensor(x)
-
-
-def _timestep_rows(t, n):
-    """t as rows of steps: an (N,) array as it is, one int (a whole batch at one step) as (1,).
-
-    The denoisers accept ``t`` either as an (N,) array of 0-indexed steps or
-    as one int shared by the whole batch, as in every step of a sampler.
-    With one int, the conditioning is computed for one row and broadcast,
-    instead of N times.
-    """
-    if isinstance(t, Tensor):
-        t = t.data
-    if isinstance(t, numbers.Integral) and not isinstance(t, bool):
-        return xp.full((1,), int(t), dtype=xp.int64)
-    if B.is_array(t) and t.ndim == 0:
-        return xp.reshape(t, (1,))
-    if not B.is_array(t) or t.ndim != 1:
-        raise ValueError(f"t must be an int or an integer array of shape (N,), got {t!r}")
-    if t.shape[0] not in (1, n):
-        raise ValueError(f"t has {t.shape[0]} steps for {n} rows of x: give one per row, or one int for all")
-    return t
 
 
 class ClassConditioning(Module):
@@ -308,14 +287,6 @@ class ClassConditioning(Module):
         else:
             y = xp.astype(y.data if isinstance(y, Tensor) else B.asarray(y), xp.int64)
         return self.table(y)
-
-
-def drop_labels(y, num_classes, probability, rng):
-    """Replace each label by the null class (num_classes) with the given probability."""
-    if probability <= 0:
-        return y
-    drop = rng.uniform((y.shape[0],)) < probability
-    return xp.where(drop, xp.full(y.shape, num_classes, dtype=y.dtype), y)
 
 
 class MLPDenoiser(Module):
@@ -348,13 +319,12 @@ class MLPDenoiser(Module):
         self.num_classes = num_classes
         self.classes = ClassConditioning(num_classes, emb_dim, rng=rng) if num_classes else None
 
-    # Samplers may pass one int t for the whole batch (see samplers._predict).
-    accepts_scalar_t = True
+    accepts_scalar_t = True  # a sampler may pass one int t for the whole batch (see steps.timestep_rows)
 
     def forward(self, x, t, y=None, extra=None):
         x = _as_tensor(x)
         n = x.shape[0]
-        emb = Tensor(self.embed_t(_timestep_rows(t, n)))  # (N, emb_dim), or (1, emb_dim) for one int t
+        emb = Tensor(self.embed_t(timestep_rows(t, n)))  # (N, emb_dim), or (1, emb_dim) for one int t
         if self.classes is not None:
             emb = emb + self.classes(y, emb.shape[0] if y is None else n)
         extra = _as_tensor(_check_extra(extra, n, self.extra_dim)) if self.extra_dim else None
@@ -432,12 +402,11 @@ class ResMLPDenoiser(Module):
         self.norm_out = LayerNorm(width) if norm else None
         self.out = Linear(width, data_dim, rng=rng)
 
-    # Samplers may pass one int t for the whole batch (see samplers._predict).
-    accepts_scalar_t = True
+    accepts_scalar_t = True  # a sampler may pass one int t for the whole batch (see steps.timestep_rows)
 
     def forward(self, x, t, y=None, extra=None):
         # With one int t the conditioning is one row, broadcast in the blocks.
-        cond = self.time_out(self.act(self.time_in(Tensor(self.embed_t(_timestep_rows(t, x.shape[0]))))))
+        cond = self.time_out(self.act(self.time_in(Tensor(self.embed_t(timestep_rows(t, x.shape[0]))))))
         if self.classes is not None:
             cond = cond + self.classes(y, cond.shape[0] if y is None else x.shape[0])
         cond = self.act(cond)  # (N, cond_dim), or (1, cond_dim)

@@ -23,16 +23,13 @@ Timesteps are 0-indexed, as everywhere in tinydiff (code t = paper t - 1).
 
 from __future__ import annotations
 
-import math
 
-from tinydiff import backend as B
-from tinydiff.backend import xp
+from . import backend as B
+from .autograd import no_grad
+from .backend import xp
+from .diffusion import LOG_2PI
+from .steps import timesteps_per_row
 
-LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _f64():
-    return B.dtype("float64")
 
 
 def _logsumexp(values, axis):
@@ -53,9 +50,9 @@ class GaussianMixture:
     """
 
     def __init__(self, weights, means, variances):
-        weights = B.asarray(weights, dtype=_f64())
-        means = B.asarray(means, dtype=_f64())
-        variances = B.asarray(variances, dtype=_f64())
+        weights = B.asarray(weights, dtype=B.float64())
+        means = B.asarray(means, dtype=B.float64())
+        variances = B.asarray(variances, dtype=B.float64())
         if weights.ndim != 1 or weights.shape[0] < 1:
             raise ValueError(f"weights must have shape (K,) with K >= 1, got {tuple(weights.shape)}")
         k = int(weights.shape[0])
@@ -65,7 +62,7 @@ class GaussianMixture:
             raise ValueError(f"means must have shape (K, D) or (K,) with K = {k}, got {tuple(means.shape)}")
         d = int(means.shape[1])
         if variances.ndim == 1 and int(variances.shape[0]) == k:
-            variances = xp.reshape(variances, (k, 1)) * xp.ones((1, d), dtype=_f64())  # (K, D)
+            variances = xp.reshape(variances, (k, 1)) * xp.ones((1, d), dtype=B.float64())  # (K, D)
         if tuple(variances.shape) != (k, d):
             raise ValueError(
                 f"variances must have shape (K,) = ({k},) or (K, D) = ({k}, {d}), got {tuple(variances.shape)}"
@@ -92,8 +89,8 @@ class GaussianMixture:
         depends only on the generator's state, not on n.
         """
         dtype = B.default_dtype() if dtype is None else dtype
-        u = rng.uniform((n,), dtype=_f64())
-        z = rng.normal((n, self.dim), dtype=_f64())
+        u = rng.uniform((n,), dtype=B.float64())
+        z = rng.normal((n, self.dim), dtype=B.float64())
         cumsum = xp.cumulative_sum if hasattr(xp, "cumulative_sum") else xp.cumsum
         edges = cumsum(self.weights)[:-1]  # (K - 1,) inner CDF edges
         component = xp.sum(xp.astype(xp.reshape(u, (n, 1)) >= edges, xp.int64), axis=1)  # (n,)
@@ -108,7 +105,7 @@ class GaussianMixture:
         components of the noised marginal q(x_t) (Eq. 4); scale and
         extra_variance may be floats or (N, 1, 1) arrays (one per row).
         """
-        x = xp.astype(x, _f64())
+        x = xp.astype(x, B.float64())
         n = x.shape[0]
         x = xp.reshape(x, (n, 1, self.dim))  # (N, 1, D)
         mean = scale * xp.reshape(self.means, (1, self.n_components, self.dim))  # (.., K, D)
@@ -137,10 +134,10 @@ class GaussianMixture:
 
         alpha_bar is a float or an (N,) array (one per row). Returns (N, D) float64.
         """
-        x_t = xp.astype(x_t, _f64())
+        x_t = xp.astype(x_t, B.float64())
         n = x_t.shape[0]
         if not isinstance(alpha_bar, (int, float)):
-            alpha_bar = xp.reshape(xp.astype(alpha_bar, _f64()), (n, 1, 1))  # (N, 1, 1)
+            alpha_bar = xp.reshape(xp.astype(alpha_bar, B.float64()), (n, 1, 1))  # (N, 1, 1)
         a = alpha_bar**0.5
         s2 = 1.0 - alpha_bar
         logits = self.component_log_prob(x_t, a, s2)  # (N, K)
@@ -172,10 +169,10 @@ class MixtureDenoiser:
     def __call__(self, x_t, t, **unused):
         schedule = self.diffusion.schedule
         n = x_t.shape[0]
-        t = self.diffusion.timesteps_array(t, n)
+        t = timesteps_per_row(t, n, self.diffusion.T)
         alpha_bar = xp.take(schedule.alpha_bars, t, axis=0)  # (N,) float64
         x0 = self.mixture.posterior_x0(x_t, alpha_bar)  # (N, D) float64
-        x = xp.astype(x_t, _f64())
+        x = xp.astype(x_t, B.float64())
         a = xp.reshape(xp.sqrt(alpha_bar), (n, 1))
         s = xp.reshape(xp.sqrt(1.0 - alpha_bar), (n, 1))
         if self.prediction_type == "x0":
@@ -205,14 +202,12 @@ def distance_to_oracle(model, oracle, diffusion, x0, rng, timesteps, model_kwarg
     Returns a dict of lists of floats keyed "t", "distance", "model_loss",
     "oracle_loss".
     """
-    from tinydiff.autograd import no_grad
-
     result = {"t": [], "distance": [], "model_loss": [], "oracle_loss": []}
     n = x0.shape[0]
     with no_grad():
         for step in timesteps:
             step = int(step)
-            t = diffusion.timesteps_array(step, n)
+            t = timesteps_per_row(step, n, diffusion.T)
             noise = rng.normal(tuple(x0.shape), dtype=x0.dtype)
             x_t = diffusion.q_sample(x0, t, noise)
             out = model(x_t, t, **(model_kwargs or {}))

@@ -26,10 +26,11 @@ from __future__ import annotations
 import math
 import numbers
 
-from tinydiff import backend as B
-from tinydiff.backend import xp
-from tinydiff.diffusion import VARIANCES, _as_array, _check_choice
-from tinydiff.schedules import _concat
+from . import backend as B
+from .autograd import no_grad, unwrap
+from .backend import xp
+from .checks import check_choice, check_int
+from .diffusion import VARIANCES
 
 SPACINGS = ("linspace", "leading", "trailing")
 
@@ -46,11 +47,9 @@ def timesteps(T, steps, spacing="linspace"):
               about T / steps - 1 rather than 0
     With steps = T all three give T-1, ..., 0, the full sequence of Algorithm 2.
     """
-    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
-        raise ValueError(f"T must be an integer >= 1, got {T!r}")
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= T:
-        raise ValueError(f"steps must be an integer in 1..T = 1..{T}, got {steps!r}")
-    _check_choice("spacing", spacing, SPACINGS)
+    T = check_int("T", T, minimum=1)
+    steps = check_int("steps", steps, minimum=1, maximum=T)
+    check_choice("spacing", spacing, SPACINGS)
     T, steps = int(T), int(steps)
     if spacing == "linspace":
         if steps == 1:
@@ -61,6 +60,11 @@ def timesteps(T, steps, spacing="linspace"):
     else:
         ascending = [round(T - i * T / steps) - 1 for i in range(steps)][::-1]
     return [int(t) for t in reversed(ascending)]
+
+
+def _model_output(output):
+    """A model's output as a backend array (a Tensor's data, or the array itself)."""
+    return B.asarray(unwrap(output))
 
 
 def _check_shape(shape):
@@ -89,7 +93,7 @@ def _predict(model, x, t, batch_size, model_kwargs):
         t_all = xp.full((n,), t, dtype=xp.int64)  # (N,)
     kwargs = model_kwargs or {}
     if batch_size is None or batch_size >= n:
-        return _as_array(model(x, t if t_all is None else t_all, **kwargs))
+        return _model_output(model(x, t if t_all is None else t_all, **kwargs))
     parts = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
@@ -99,8 +103,8 @@ def _predict(model, x, t, batch_size, model_kwargs):
             for k, v in kwargs.items()
         }
         t_chunk = t if t_all is None else t_all[start:stop]
-        parts.append(_as_array(model(x[start:stop, ...], t_chunk, **chunk_kwargs)))
-    return _concat(parts)
+        parts.append(_model_output(model(x[start:stop, ...], t_chunk, **chunk_kwargs)))
+    return xp.concat(parts, axis=0)
 
 
 class _Loop:
@@ -108,16 +112,9 @@ class _Loop:
 
     def __init__(self, diffusion, shape, rng, steps, dtype, progress, return_trajectory, every, batch_size, desc):
         self.shape = _check_shape(shape)
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
-        if every is not None and (
-            isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1
-        ):
-            raise ValueError(f"every must be None or an integer >= 1, got {every!r}")
+        check_int("batch_size", batch_size, minimum=1, allow_none=True)
+        check_int("every", every, minimum=1, allow_none=True)
         self.dtype = B.default_dtype() if dtype is None else dtype
-        B.keep_freed_memory()  # each step frees and makes arrays of the same sizes: reuse, no page faults
         self.base = rng.next_seed()  # the one draw from rng: everything else derives from it
         self.T = diffusion.T
         self.steps = steps
@@ -177,9 +174,7 @@ def ddpm(
     recorded every ``every`` steps (default: about ten frames) and at the
     last step. ``batch_size`` chunks the model calls; ``progress`` shows tqdm.
     """
-    from tinydiff.autograd import no_grad
-
-    _check_choice("variance", variance, VARIANCES)
+    check_choice("variance", variance, VARIANCES)
     loop = _Loop(
         diffusion, shape, rng, list(range(diffusion.T - 1, -1, -1)), dtype,
         progress, return_trajectory, every, batch_size, "ddpm",
@@ -229,8 +224,6 @@ def ddim(
     posterior step with sigma_t^2 = beta_tilde_t. ``spacing`` picks tau (see
     ``timesteps``). Other arguments and the return value as in ``ddpm``.
     """
-    from tinydiff.autograd import no_grad
-
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0:
         raise ValueError(f"eta must be a number >= 0 (0: deterministic, 1: DDPM-like), got {eta!r}")
     sequence = timesteps(diffusion.T, steps, spacing)
@@ -279,10 +272,10 @@ def classifier_free_guidance(model, guidance):
     w = float(guidance)
 
     def guided(x, t, y=None, **kwargs):
-        conditional = _as_array(model(x, t, y=y, **kwargs))
+        conditional = _model_output(model(x, t, y=y, **kwargs))
         if w == 0.0 or y is None:
             return conditional
-        unconditional = _as_array(model(x, t, **kwargs))
+        unconditional = _model_output(model(x, t, **kwargs))
         return (1.0 + w) * conditional - w * unconditional
 
     guided.accepts_scalar_t = getattr(model, "accepts_scalar_t", False)  # t goes to the model unchanged
@@ -300,8 +293,7 @@ def repaint_schedule(T, jump_length=10, resamplings=1):
     plain replacement at every step.
     """
     for name, value in (("T", T), ("jump_length", jump_length), ("resamplings", resamplings)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(name, value, minimum=1)
     jumps_left = {k: resamplings - 1 for k in range(0, T - jump_length, jump_length)}
     level, levels = T, [T]
     while level > 0:
@@ -343,9 +335,7 @@ def inpaint(
     from q(x_{k+1} | x_k) (Eq. 2), "resampling" so the two regions harmonize.
     Returns the completed x_0 (an array like ``known``).
     """
-    from tinydiff.autograd import no_grad
-
-    _check_choice("variance", variance, VARIANCES)
+    check_choice("variance", variance, VARIANCES)
     known = B.asarray(known)
     mask = xp.astype(B.asarray(mask), known.dtype)
     try:

@@ -44,8 +44,8 @@ import math
 import numbers
 import warnings as _warnings
 
-from tinydiff import backend as B
-from tinydiff.backend import xp
+from . import backend as B
+from .backend import xp
 
 SCHEDULES = ("linear", "cosine", "quadratic", "sigmoid", "custom")
 
@@ -66,9 +66,6 @@ TERMINAL_SNR_WARN = 1e-3
 class ScheduleWarning(UserWarning):
     """A schedule with a known numerical trap (see Schedule.warnings)."""
 
-
-def _f64():
-    return B.dtype("float64")
 
 
 def _cumprod(values):
@@ -123,9 +120,9 @@ class Schedule:
         self.name = name
         self.options = dict(options or {})
         self.zero_terminal_snr = bool(zero_terminal_snr)
-        betas = xp.astype(betas, _f64())
+        betas = xp.astype(betas, B.float64())
         self.T = int(betas.shape[0])
-        one = xp.ones((1,), dtype=_f64())
+        one = xp.ones((1,), dtype=B.float64())
 
         # Eq. 4: alpha_t = 1 - beta_t and alpha_bar_t = prod_{s<=t} alpha_s.
         self.betas = betas
@@ -292,7 +289,7 @@ def _beta_ends(name, T, options):
 
 
 def _linspace(start, stop, T):
-    return xp.linspace(start, stop, T, dtype=_f64())
+    return xp.linspace(start, stop, T, dtype=B.float64())
 
 
 def linear_betas(T, beta_start, beta_end):
@@ -337,14 +334,14 @@ def betas_from_alpha_bar(alpha_bar, T, max_beta=0.999):
     (which would need alpha_bar to hit 0 before the end) is reported as an
     error rather than left as NaN.
     """
-    grid = xp.arange(T + 1, dtype=_f64()) / float(T)
+    grid = xp.arange(T + 1, dtype=B.float64()) / float(T)
     try:
         values = alpha_bar(grid)
-        values = xp.astype(B.asarray(values, dtype=_f64()), _f64())
+        values = xp.astype(B.asarray(values, dtype=B.float64()), B.float64())
         if tuple(values.shape) != (T + 1,):
             raise TypeError
     except (TypeError, ValueError, AttributeError):
-        values = B.asarray([float(alpha_bar(i / T)) for i in range(T + 1)], dtype=_f64())
+        values = B.asarray([float(alpha_bar(i / T)) for i in range(T + 1)], dtype=B.float64())
     if bool(xp.any(xp.isnan(values))):
         raise ValueError("alpha_bar returned NaN; it must map [0, 1] into (0, 1] decreasingly")
     previous, current = values[:-1], values[1:]
@@ -407,7 +404,7 @@ def make_schedule(name, T=None, *, zero_terminal_snr=False, **options):
             )
         if has_betas:
             try:
-                given_betas = B.asarray(options["betas"], dtype=_f64())
+                given_betas = B.asarray(options["betas"], dtype=B.float64())
             except (TypeError, ValueError) as error:
                 raise ValueError(f"betas must be a 1-D array of numbers in (0, 1): {error}") from None
             if given_betas.ndim != 1:

@@ -1,0 +1,56 @@
+"""Argument checks shared by every layer: one message style, naming the argument.
+
+Each check returns the value (converted where that is the point, such as an
+int from a NumPy integer) or raises ValueError saying which argument, what
+it must be, and what it was.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+
+def check_choice(argument, value, allowed):
+    """``value`` if it is one of ``allowed``; otherwise ValueError listing the choices."""
+    if value not in allowed:
+        raise ValueError(f"{argument} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def check_int(argument, value, minimum=None, maximum=None, allow_none=False):
+    """``value`` as a Python int within [minimum, maximum] (bools are refused)."""
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if ok:
+        value = int(value)
+        ok = (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+    if not ok:
+        bounds = _bounds(minimum, maximum)
+        none = "None or " if allow_none else ""
+        raise ValueError(f"{argument} must be {none}an integer{bounds}, got {value!r}")
+    return value
+
+
+def check_number(argument, value, minimum=None, maximum=None, *, strict_minimum=False):
+    """``value`` as a finite float within the bounds (``strict_minimum``: > minimum)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        value = float(value)
+        low_ok = minimum is None or (value > minimum if strict_minimum else value >= minimum)
+        ok = low_ok and (maximum is None or value <= maximum)
+    if not ok:
+        bounds = _bounds(minimum, maximum, strict_minimum)
+        raise ValueError(f"{argument} must be a finite number{bounds}, got {value!r}")
+    return value
+
+
+def _bounds(minimum, maximum, strict_minimum=False):
+    if minimum is not None and maximum is not None:
+        return f" in {'(' if strict_minimum else '['}{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" {'>' if strict_minimum else '>='} {minimum}"
+    if maximum is not None:
+        return f" <= {maximum}"
+    return ""

@@ -1,0 +1,290 @@
+"""The training loop of Algorithm 1: one readable step, and the loop that keeps its results safe.
+
+``train_step`` is Algorithm 1 with the optimizer's parts around it, in ten
+lines. ``train`` repeats it and adds what a long run needs: the learning-
+rate schedule, a loss log, checkpoints, a stop on a NaN loss, Ctrl-C and
+SIGTERM, and resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import tempfile
+import time
+
+from .. import backend as B
+from .. import data as data_module
+from .. import optim
+from ..autograd import no_grad
+from ..backend import xp
+from ..files import write_text
+from .checkpoint import save_checkpoint
+from .config import TrainConfig
+from .folder import LossLog, RunLock, check_writable
+from .run import Run, load_data, load_run, new_run
+
+
+class TrainingError(RuntimeError):
+    """Training stopped: a NaN loss, or a resume that does not fit."""
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The rate at ``step``: warmup, then a cosine decay to min_lr_ratio * lr (or flat)."""
+    if not (config.cosine or config.warmup):
+        return config.lr
+    return optim.warmup_cosine(step, config.lr, config.warmup, config.steps if config.cosine else None,
+                               config.min_lr_ratio * config.lr)
+
+
+def train_step(run: Run, x0, model_kwargs=None):
+    """One step of Algorithm 1 on the batch x0; returns the loss (a 0-d backend array).
+
+    The loss draws t ~ Uniform{0..T-1} and eps ~ N(0, I) from run.rng and
+    compares the model's output at x_t with its target (Eq. 14).
+    """
+    run.optimizer.lr = learning_rate(run.config, run.step)
+    loss = run.diffusion.training_loss(run.model, x0, run.rng, model_kwargs=model_kwargs)
+    run.optimizer.zero_grad()
+    loss.backward()
+    if run.config.grad_clip:
+        optim.clip_grad_norm(run.parameters, run.config.grad_clip)
+    run.optimizer.step()
+    if run.ema is not None:
+        run.ema.update()
+    run.step += 1
+    return loss.data
+
+
+def drop_labels(y, num_classes, probability, rng):
+    """Replace each label by the null class (num_classes) with the given probability.
+
+    Classifier-free guidance (Ho and Salimans 2022) trains one network for
+    eps(x, c) and eps(x, null) this way.
+    """
+    if probability <= 0:
+        return y
+    drop = rng.uniform((y.shape[0],)) < probability
+    return xp.where(drop, xp.full(y.shape, num_classes, dtype=y.dtype), y)
+
+
+class Batches:
+    """Minibatches drawn with replacement from the data, on the device once (float32)."""
+
+    def __init__(self, run: Run, dataset):
+        self.run = run
+        self.x = B.asarray(dataset.x, dtype=B.default_dtype())
+        self.labels = B.asarray(dataset.labels) if run.config.conditional else None
+
+    def draw(self):
+        """(x0, model_kwargs) of the next step: labels (some dropped) and the low-resolution input."""
+        run, config = self.run, self.run.config
+        index = run.rng.integers(0, self.x.shape[0], (config.batch_size,))
+        x0 = xp.take(self.x, index, axis=0)  # (B, D)
+        model_kwargs = {}
+        if self.labels is not None:
+            labels = xp.take(self.labels, index, axis=0)
+            model_kwargs["y"] = drop_labels(labels, run.num_classes, config.label_dropout, run.rng)
+        if config.superres:
+            model_kwargs["extra"] = data_module.low_resolution(x0, run.image_shape, config.superres)
+        return x0, model_kwargs
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run: Run
+    checkpoint: str
+    losses: list  # (step, loss) of this call
+    stopped_early: bool = False
+    seconds: float = 0.0
+    stop_signal: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the run, if one did
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM set a flag; the loop then saves and returns (a context manager)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def __enter__(self):
+        for number in self.SIGNALS:
+            try:
+                self.previous[number] = signal.signal(number, self._handle)
+            except ValueError:  # not the main thread: signals stay with the caller
+                pass
+        return self
+
+    def _handle(self, number, frame):
+        self.received = number
+
+    def __exit__(self, *exc):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        return False
+
+
+class _Log:
+    """The loss log, the progress bar and the NaN stop: losses are checked and written in groups.
+
+    float(loss) on every step is free on the CPU; on a GPU it is a
+    synchronisation, so there the check waits for each group of log_every.
+    """
+
+    def __init__(self, run, out_dir, progress, last_saved):
+        self.run, self.last_saved = run, last_saved
+        self.checkpoint = os.path.join(out_dir, "checkpoint.npz")
+        self.file = LossLog(os.path.join(out_dir, "losses.csv"), run.step)
+        self.pending, self.losses = [], []
+        self.check_every = run.config.log_every if B.get_backend() == "cupy" else 1
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=run.config.steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True)
+
+    def record(self, loss, lr):
+        self.pending.append((self.run.step, loss, lr))
+        if self.check_every == 1 and not math.isfinite(float(loss)):
+            self.flush()  # raises TrainingError naming this step
+        if len(self.pending) >= self.run.config.log_every:
+            self.flush()
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def flush(self):
+        if not self.pending:
+            return
+        values = B.to_numpy(xp.stack([loss for _, loss, _ in self.pending]))
+        rows = [(step, float(value), lr) for (step, _, lr), value in zip(self.pending, values)]
+        self.pending.clear()
+        for step, value, _ in rows:
+            if not math.isfinite(value):
+                raise TrainingError(f"loss became {value} at step {step}; {self.where_saved()}. Lower the "
+                                    f"learning rate (now {self.run.config.lr}; on resume --lr may change), keep "
+                                    "gradient clipping on, or check the data for NaNs")
+        self.file.append(rows)
+        self.losses.extend((step, value) for step, value, _ in rows)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{rows[-1][1]:.4f}", lr=f"{rows[-1][2]:.2e}")
+
+    def where_saved(self):
+        if self.last_saved is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is {self.checkpoint} (step {self.last_saved})"
+
+    def save(self, x0, model_kwargs):
+        """Flush, then write a checkpoint if its weights are good (finite, with a finite loss on the last batch)."""
+        self.flush()
+        run = self.run
+        finite = bool(xp.all(xp.isfinite(run.parameters.data)))
+        if finite:
+            with no_grad():
+                probe_rng = B.default_rng((run.config.seed, run.step, 2))  # its own stream: run.rng is untouched
+                probe = run.diffusion.training_loss(run.model, x0, probe_rng, model_kwargs=model_kwargs)
+            finite = math.isfinite(float(probe.data))
+        if not finite:
+            raise TrainingError(f"the weights at step {run.step} are not finite (or give a non-finite loss), so "
+                                f"they were not saved; {self.where_saved()}. Lower the learning rate and resume")
+        save_checkpoint(run, self.checkpoint)
+        self.last_saved = run.step
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+RESUME_OVERRIDES = ("steps", "lr", "grad_clip", "data_dir")
+
+
+def _start(config, out_dir, resume, dataset, overrides, log):
+    """(run, dataset): a new run, or the run in out_dir with the allowed overrides applied."""
+    if not resume:
+        return new_run(config, dataset)
+    run = load_run(os.path.join(out_dir, "checkpoint.npz"))
+    overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
+    unknown = sorted(set(overrides) - set(RESUME_OVERRIDES))
+    if unknown:
+        raise ValueError(f"on resume only {', '.join(RESUME_OVERRIDES)} may change, not {', '.join(unknown)}")
+    if config.data_dir and not run.config.data_dir:
+        overrides.setdefault("data_dir", config.data_dir)
+    if "steps" in overrides and overrides["steps"] < run.step:
+        raise ValueError(f"steps={overrides['steps']} is behind the checkpoint, which is at step {run.step}")
+    for key, value in overrides.items():
+        if getattr(run.config, key) != value:
+            log(f"resume: {key} changes from {getattr(run.config, key)} to {value}")
+    run.config = dataclasses.replace(run.config, **overrides).validate()
+    log(f"resuming from {out_dir} at step {run.step} of {run.config.steps}")
+    return run, (dataset if dataset is not None else load_data(run.config))
+
+
+def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=None, stop_at=None,
+          max_seconds=None, overrides=None, log=print) -> TrainResult:
+    """Train by Algorithm 1 into ``out_dir`` (checkpoint.npz, losses.csv, config.json).
+
+    resume=True continues from out_dir/checkpoint.npz with its saved
+    configuration; ``overrides`` may change steps, lr, grad_clip and data_dir
+    (``config`` then only supplies data_dir). stop_at ends this call at that
+    step (a checkpoint is written) without changing the configured total, as
+    a Ctrl-C would; max_seconds does the same after that much wall-clock time
+    (the learning-rate schedule still follows config.steps). SIGINT and
+    SIGTERM save a checkpoint and return with ``stop_signal`` set.
+    """
+    check_writable(out_dir)
+    with RunLock(out_dir, log), _StopSignals() as signals:
+        run, dataset = _start(config, out_dir, resume, dataset, overrides, log)
+        write_text(os.path.join(out_dir, "config.json"), _config_json(run.config))
+        B.keep_freed_memory()  # no page faults re-reading freed memory every step
+        batches, logbook = Batches(run, dataset), _Log(run, out_dir, progress, run.step if resume else None)
+        end = run.config.steps if stop_at is None else min(run.config.steps, stop_at)
+        start_time, x0, model_kwargs = time.perf_counter(), None, None
+        try:
+            while run.step < end and signals.received is None:
+                if max_seconds and time.perf_counter() - start_time > max_seconds:
+                    break
+                x0, model_kwargs = batches.draw()
+                logbook.record(train_step(run, x0, model_kwargs), run.optimizer.lr)
+                if run.step % run.config.checkpoint_every == 0:
+                    logbook.save(x0, model_kwargs)
+            if x0 is None:
+                x0, model_kwargs = batches.draw()  # (nothing trained: the probe still needs a batch)
+            logbook.save(x0, model_kwargs)
+        finally:
+            logbook.close()
+    seconds = time.perf_counter() - start_time
+    stopped_early = run.step < end
+    if stopped_early:
+        reason = "time limit reached" if signals.received is None else f"stopped by {signal.Signals(signals.received).name}"
+        log(f"{reason} at step {run.step}: saved {logbook.checkpoint}; continue with --resume")
+    return TrainResult(run, logbook.checkpoint, logbook.losses, stopped_early, seconds, signals.received)
+
+
+def _config_json(config):
+    import json
+
+    return json.dumps(dataclasses.asdict(config), indent=2) + "\n"
+
+
+def steps_for_budget(config: TrainConfig, seconds: float, dataset=None, probe_steps=60) -> int:
+    """How many steps of ``config`` fit in ``seconds`` on this machine, from a short timed run.
+
+    So a time-budgeted run can plan its cosine decay to end when the budget
+    does. The probe trains ``probe_steps`` steps in a scratch folder and
+    times its second half (the first steps pay for warm-up: allocations,
+    caches), so the rate is the steady one; ``seconds`` counts the probe's
+    own time too.
+    """
+    start = time.perf_counter()
+    half = max(1, probe_steps // 2)
+    with tempfile.TemporaryDirectory() as scratch:
+        quiet = dict(progress=False, dataset=dataset, log=lambda *_: None)
+        probe = dataclasses.replace(config, steps=2 * half, checkpoint_every=10 * probe_steps)
+        train(probe, scratch, stop_at=half, **quiet)
+        steady = train(probe, scratch, resume=True, **quiet)
+    rate = half / max(steady.seconds, 1e-9)
+    left = seconds - (time.perf_counter() - start)
+    return max(2 * half, int(rate * left))
