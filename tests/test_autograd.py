@@ -158,7 +158,7 @@ def test_every_op_has_a_case():
 def test_gradcheck_fails_on_a_gradient_off_by_a_tenth_of_a_percent():
     def wrong_exp(a):
         out = np.exp(a.data)
-        return A._result(out, (a,), lambda g: (g * out * 1.001,), "wrong_exp")
+        return A.record(out, (a,), lambda g: (g * out * 1.001,), "wrong_exp")
 
     # At the default rtol of 1e-3 a 0.1% error sits exactly on the boundary,
     # so ask for 1e-4: float64 central differences are good to about 1e-9 here,
@@ -170,7 +170,7 @@ def test_gradcheck_fails_on_a_gradient_off_by_a_tenth_of_a_percent():
     # and a 1% error fails at the default tolerances
     def wrong_by_a_percent(a):
         out = np.exp(a.data)
-        return A._result(out, (a,), lambda g: (g * out * 1.01,), "wrong_exp")
+        return A.record(out, (a,), lambda g: (g * out * 1.01,), "wrong_exp")
 
     with pytest.raises(GradcheckError):
         gradcheck(lambda a: wrong_by_a_percent(a) * 3.0, [Tensor(values)])
