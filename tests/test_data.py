@@ -15,7 +15,10 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 
+import tinydiff
+from tinydiff import backend as B
 from tinydiff import data as D
+from tinydiff.data import mnist as M
 
 LABELLED_2D = {"moons": 2, "eightgaussians": 8, "circles": 2, "spiral": 2}
 UNLABELLED_2D = ("swissroll", "checkerboard")
@@ -26,11 +29,11 @@ def _offline(tmp_path, monkeypatch):
     """No network, an empty private cache, and no TINYDIFF_DATA from the caller's shell."""
     calls = []
 
-    def no_network(url, path, timeout):
+    def no_network(url, timeout):
         calls.append(url)
         raise URLError("network is unreachable (test)")
 
-    monkeypatch.setattr(D, "_fetch_url", no_network)
+    monkeypatch.setattr(M, "fetch_url", no_network)
     monkeypatch.delenv("TINYDIFF_DATA", raising=False)
     monkeypatch.setenv("TINYDIFF_CACHE", str(tmp_path / "cache"))
     return calls
@@ -183,8 +186,8 @@ def test_bad_seed_and_split():
 
 
 def _digits_rows():
-    """The shipped CSV read with the csv module, independently of data.py."""
-    path = Path(D.__file__).parent / "data_files" / "digits.csv.gz"
+    """The shipped CSV read with the csv module, independently of tinydiff.data."""
+    path = Path(tinydiff.__file__).parent / "data_files" / "digits.csv.gz"
     with gzip.open(path, "rt", newline="") as handle:
         return np.array([[int(v) for v in row] for row in csv.reader(handle)])
 
@@ -302,7 +305,8 @@ def test_truncated_idx_is_an_error_naming_the_file(tmp_path, gz):
     "content, words",
     [
         (b"\x01\x02\x08\x01\x00\x00\x00\x01\x00", "not an IDX file"),  # bad magic
-        (b"", "not an IDX file"),  # empty file
+        (b"", "empty"),  # empty file
+        (gzip.compress(b""), "empty"),  # a gzip stream of nothing
         (b"\x00\x00\x42\x01\x00\x00\x00\x01\x00", "type code"),  # unknown type
         (b"\x00\x00\x08\x02\x00\x00\x00\x01", "header"),  # header cut short
         (b"\x00\x00\x08\x01\x00\x00\x00\x01\x05\x06", "trailing"),  # one byte too many
@@ -315,6 +319,39 @@ def test_malformed_idx_is_an_error_naming_the_file(tmp_path, content, words):
     with pytest.raises(D.DataError, match=words) as info:
         D.read_idx(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["empty-images", "empty-images.gz"])
+@pytest.mark.parametrize("content", [b"", gzip.compress(b"")], ids=["zero-bytes", "gzip-of-nothing"])
+def test_empty_file_is_a_data_error_naming_it(tmp_path, name, content):
+    """Whatever the name says, an empty file or an empty gzip stream is refused by name."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    for read in (D.read_idx, D.sha256_of):
+        with pytest.raises(D.DataError, match="empty") as info:
+            read(path)
+        assert str(path) in str(info.value)
+
+
+def test_empty_file_in_data_dir_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(M, "CHECKSUMS", {})
+    images, labels = _fake_split()
+    _, label_path = _write_split(tmp_path, "train", images, labels)
+    label_path.write_bytes(b"")
+    with pytest.raises(D.DataError, match="empty") as info:
+        D.load("mnist", data_dir=tmp_path)
+    assert str(label_path) in str(info.value)
+
+
+def test_write_idx_replaces_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "a.idx"
+    D.write_idx(path, np.arange(3, dtype=np.uint8))
+    D.write_idx(path, np.arange(5, dtype=np.uint8))  # over an existing file
+    np.testing.assert_array_equal(D.read_idx(path), np.arange(5))
+    with pytest.raises(ValueError, match="dtype"):
+        D.write_idx(path, np.zeros(3, dtype=np.int64))  # refused before anything is written
+    np.testing.assert_array_equal(D.read_idx(path), np.arange(5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.idx"]  # no .part left
 
 
 def test_missing_file_is_a_data_error(tmp_path):
@@ -341,7 +378,7 @@ def _fake_split(n=12, seed=0):
 
 def _write_split(folder, split, images, labels, gz=True):
     folder.mkdir(parents=True, exist_ok=True)
-    image_name, label_name = D._IDX_FILES[split]
+    image_name, label_name = M.IDX_FILES[split]
     suffix = ".gz" if gz else ""
     D.write_idx(folder / (image_name + suffix), images, compress=gz)
     D.write_idx(folder / (label_name + suffix), labels, compress=gz)
@@ -350,12 +387,12 @@ def _write_split(folder, split, images, labels, gz=True):
 
 def _trust(monkeypatch, name, split, images, labels):
     """Make the fake files the 'official' ones: their payload SHA-256 becomes the known digest."""
-    image_name, label_name = D._IDX_FILES[split]
+    image_name, label_name = M.IDX_FILES[split]
     table = {
         image_name: ("sha256", "payload", hashlib.sha256(_idx_bytes(images)).hexdigest()),
         label_name: ("sha256", "payload", hashlib.sha256(_idx_bytes(labels)).hexdigest()),
     }
-    monkeypatch.setattr(D, "_CHECKSUMS", {name: table})
+    monkeypatch.setattr(M, "CHECKSUMS", {name: table})
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -408,7 +445,7 @@ def test_known_checksum_mismatch_in_data_dir(tmp_path):
         D.load("mnist", data_dir=tmp_path)
     message = str(info.value)
     assert str(image_path) in message and "checksum mismatch" in message
-    assert D._CHECKSUMS["mnist"]["train-images-idx3-ubyte"][2] in message
+    assert M.CHECKSUMS["mnist"]["train-images-idx3-ubyte"][2] in message
 
 
 def test_fashion_gz_checked_against_published_md5(tmp_path):
@@ -427,11 +464,11 @@ def test_altered_file_fails_its_checksum(tmp_path, monkeypatch):
     _, label_path = _write_split(tmp_path, "train", altered, labels)
     with pytest.raises(D.DataError, match="train-images-idx3-ubyte") as info:
         D.load("mnist", data_dir=tmp_path)
-    assert "expected " + D._CHECKSUMS["mnist"]["train-images-idx3-ubyte"][2] in str(info.value)
+    assert "expected " + M.CHECKSUMS["mnist"]["train-images-idx3-ubyte"][2] in str(info.value)
 
 
 def test_labels_out_of_range(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "_CHECKSUMS", {})
+    monkeypatch.setattr(M, "CHECKSUMS", {})
     images, labels = _fake_split()
     labels[7] = 10
     _, label_path = _write_split(tmp_path, "train", images, labels)
@@ -441,7 +478,7 @@ def test_labels_out_of_range(tmp_path, monkeypatch):
 
 
 def test_label_count_must_match_image_count(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "_CHECKSUMS", {})
+    monkeypatch.setattr(M, "CHECKSUMS", {})
     images, labels = _fake_split()
     _, label_path = _write_split(tmp_path, "train", images, labels[:-1])
     with pytest.raises(D.DataError, match="11 labels") as info:
@@ -456,13 +493,13 @@ def test_missing_files_without_network(tmp_path, _offline):
     message = str(info.value)
     assert "train-images-idx3-ubyte" in message and "train-labels-idx1-ubyte" in message
     assert str(cache) in message and "unreachable" in message
-    assert len(_offline) == len(D._MIRRORS["mnist"])  # every mirror tried once, then stopped
+    assert len(_offline) == len(M.MIRRORS["mnist"])  # every mirror tried once, then stopped
     assert not any(cache.iterdir())  # no partial file left behind
     # download=False: the same instructions, and no attempt.
     with pytest.raises(D.DataError, match="download=False") as info:
         D.load("mnist", split="test", download=False)
     assert "t10k-images-idx3-ubyte" in str(info.value) and str(cache) in str(info.value)
-    assert len(_offline) == len(D._MIRRORS["mnist"])
+    assert len(_offline) == len(M.MIRRORS["mnist"])
 
 
 def test_missing_files_in_named_dir_are_listed(tmp_path):
@@ -482,12 +519,12 @@ def test_download_verifies_then_caches(tmp_path, monkeypatch):
     served = {"train-images-idx3-ubyte.gz": images, "train-labels-idx1-ubyte.gz": labels}
     fetched = []
 
-    def fake_fetch(url, path, timeout):
+    def fake_fetch(url, timeout):
         assert timeout > 0
         fetched.append(url)
-        D.write_idx(path, served[url.rsplit("/", 1)[1]], compress=True)
+        return D.idx.idx_bytes(served[url.rsplit("/", 1)[1]], compress=True)
 
-    monkeypatch.setattr(D, "_fetch_url", fake_fetch)
+    monkeypatch.setattr(M, "fetch_url", fake_fetch)
     ds = D.load("mnist")
     np.testing.assert_array_equal(ds.labels, labels)
     cache = tmp_path / "cache" / "mnist"
@@ -500,10 +537,10 @@ def test_download_verifies_then_caches(tmp_path, monkeypatch):
 def test_download_with_wrong_checksum_is_refused(tmp_path, monkeypatch):
     images, labels = _fake_split(seed=3)
     _trust(monkeypatch, "mnist", "train", images, labels)
-    def wrong_fetch(url, path, timeout):  # a well-formed file with the wrong content
-        D.write_idx(path, images[::-1].copy(), compress=True)
+    def wrong_fetch(url, timeout):  # a well-formed file with the wrong content
+        return D.idx.idx_bytes(images[::-1].copy(), compress=True)
 
-    monkeypatch.setattr(D, "_fetch_url", wrong_fetch)
+    monkeypatch.setattr(M, "fetch_url", wrong_fetch)
     with pytest.raises(D.DataError) as info:
         D.load("mnist")
     message = str(info.value)
@@ -553,3 +590,41 @@ def test_batches_deterministic_and_resumable():
 def test_batches_bad_batch_size(bad):
     with pytest.raises(ValueError, match="batch_size"):
         D.batches(np.zeros((30, 2)), bad, 0)
+
+
+# ---------------------------------------------------------------------------
+# Resolution changes
+# ---------------------------------------------------------------------------
+
+
+def _low_resolution_loop(x, shape, factor):
+    """Each pixel replaced by the mean of its factor x factor block, one pixel at a time."""
+    h, w = shape
+    out = np.empty_like(x)
+    for k in range(x.shape[0]):
+        for i in range(h):
+            for j in range(w):
+                top, left = i - i % factor, j - j % factor
+                block = [x[k, (top + a) * w + left + b] for a in range(factor) for b in range(factor)]
+                out[k, i * w + j] = sum(block) / factor ** 2
+    return out
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+@pytest.mark.parametrize("shape, factor", [((4, 6), 2), ((6, 6), 3), ((8, 4), 4), ((3, 5), 1)])
+def test_low_resolution_against_a_loop(backend, shape, factor):
+    x = np.random.default_rng(0).normal(size=(3, shape[0] * shape[1]))  # (N, H*W)
+    expected = _low_resolution_loop(x, shape, factor)
+    with B.using(backend):
+        got = B.to_numpy(D.low_resolution(B.asarray(x, dtype=B.xp.float64), shape, factor))
+    assert got.shape == x.shape and got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    # On host arrays it is upsample(downsample(.)), flattened.
+    images = x.reshape((3,) + shape)
+    both = D.upsample(D.downsample(images, factor), factor).reshape(3, -1)
+    np.testing.assert_allclose(got, both, rtol=1e-12, atol=1e-12)
+
+
+def test_low_resolution_refuses_a_factor_that_does_not_divide():
+    with pytest.raises(ValueError, match="divide"):
+        D.low_resolution(np.zeros((2, 24)), (4, 6), 4)

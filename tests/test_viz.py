@@ -321,6 +321,48 @@ def test_creates_missing_directories(tmp_path):
     _open(viz.plot_loss(np.arange(10), np.ones(10), path))
 
 
+def _failing_after_a_few_bytes(calls):
+    """A save method that writes a few bytes into the file it was given, then fails."""
+    def save(self, file, *args, **kwargs):
+        calls.append(kwargs.get("format"))
+        file.write(b"half a picture")
+        raise OSError("disk full (test)")
+    return save
+
+
+def test_a_failed_save_leaves_the_old_picture_untouched(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "loss.png"
+    viz.plot_loss(np.arange(10), np.ones(10), path)
+    before = path.read_bytes()
+    calls = []
+    monkeypatch.setattr(Figure, "savefig", _failing_after_a_few_bytes(calls))
+    with pytest.raises(OSError, match="disk full"):
+        viz.plot_loss(np.arange(10), np.arange(10) + 1.0, path)
+    assert calls == ["png"]  # the format comes from the suffix
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["loss.png"]  # no .part file left behind
+
+
+def test_a_failed_gif_save_leaves_the_old_animation_untouched(tmp_path, monkeypatch):
+    path = tmp_path / "rev.gif"
+    snapshots = [(t, POINTS * t) for t in (3, 2, 1)]
+    viz.animate_reverse_2d(snapshots, path)
+    before = path.read_bytes()
+    monkeypatch.setattr(Image.Image, "save", _failing_after_a_few_bytes([]))
+    with pytest.raises(OSError, match="disk full"):
+        viz.animate_reverse_2d(snapshots[::-1], path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["rev.gif"]
+
+
+def test_format_follows_the_suffix(tmp_path):
+    path = viz.plot_loss(np.arange(10), np.ones(10), tmp_path / "loss.svg")
+    assert path.read_bytes().lstrip().startswith((b"<?xml", b"<svg"))
+    _open(viz.plot_loss(np.arange(10), np.ones(10), tmp_path / "no-suffix"))  # PNG by default
+
+
 def test_leaves_matplotlib_backend_and_pyplot_alone(tmp_path):
     # A user who chose a backend keeps it, and viz never imports pyplot.
     code = (
