@@ -40,10 +40,14 @@ def references(paper_cell):
 
 
 def docstrings(module):
-    """Every function and method docstring of a module (and its own docstring)."""
+    """Every function and method docstring of a module or package (and its own docstring).
+
+    For a package, the names it exports from its own submodules count.
+    """
     found = [module.__doc__ or ""]
     for _, obj in inspect.getmembers(module):
-        if getattr(obj, "__module__", None) != module.__name__:
+        home = getattr(obj, "__module__", None) or ""
+        if home != module.__name__ and not home.startswith(module.__name__ + "."):
             continue
         if inspect.isfunction(obj):
             found.append(obj.__doc__ or "")
