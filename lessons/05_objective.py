@@ -16,13 +16,14 @@
 # Run: `python lessons/05_objective.py [--fast] [--step] [--out DIR]`
 
 # %%
+import inspect
 import math
 
 import _lesson
 import numpy as np
 
 from tinydiff import backend as B
-from tinydiff import data, nn, optim, oracle, viz
+from tinydiff import data, nn, optim, oracle, train, viz
 from tinydiff.backend import xp
 from tinydiff.diffusion import GaussianDiffusion, normal_kl
 from tinydiff.schedules import make_schedule
@@ -151,19 +152,23 @@ lesson.check_close("the same KL", kl, by_formula, rtol=1e-10, against="normal_kl
 lesson.step(
     "Algorithm 1 in a loop, against the oracle's floor",
     paper="repeat: x_0 ~ q(x_0), t ~ Uniform, eps ~ N(0, I); gradient step on ||eps - eps_theta(x_t, t)||^2",
-    code="GaussianDiffusion.training_loss + Tensor.backward + tinydiff.optim.Adam; tinydiff.oracle.MixtureDenoiser",
+    code="tinydiff.train.train_step (GaussianDiffusion.training_loss, Tensor.backward, optim.Adam); "
+         "tinydiff.oracle.MixtureDenoiser",
 )
+# One step of training is `train.train_step`: the learning rate, the loss of
+# Algorithm 1 (it draws t and eps), zero_grad, backward, clipping, the Adam
+# step and the EMA, in ten lines. Here it is, as the training loop runs it:
+print(inspect.getsource(train.train_step))
 steps, batch = lesson.pick(400, 3000), lesson.pick(128, 256)
-opt = optim.Adam(model.parameters(), lr=2e-3)
+config = train.TrainConfig(data="eightgaussians", steps=steps, batch_size=batch, lr=2e-3, warmup=0,
+                           cosine=False, grad_clip=0.0, ema=0.0).resolved()  # a flat rate, no clipping, no EMA
+run = train.Run(config, model, simple, optim.Adam(model.parameters(), lr=config.lr), None, rng)
 data_x = B.asarray(dataset.x)
 history = []
 for _ in range(steps):
-    index = rng.integers(0, data_x.shape[0], (batch,))
-    loss = simple.training_loss(model, xp.take(data_x, index, axis=0), rng)  # Algorithm 1, lines 2-5
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    history.append(loss.item())
+    index = rng.integers(0, data_x.shape[0], (batch,))  # Algorithm 1, line 2: x_0 ~ q(x_0)
+    loss = train.train_step(run, xp.take(data_x, index, axis=0))  # lines 3-5: t, eps, one gradient step
+    history.append(float(loss))
 mixture = oracle.GaussianMixture(np.ones(8), data.eightgaussians_centers(), np.full(8, data.EIGHT_GAUSSIANS_STD**2))
 best = oracle.MixtureDenoiser(mixture, simple)
 probe_t = [9, 49, 99, 199, 299, 499, 799]  # code t

@@ -84,7 +84,7 @@ else:
     loss_bar, sample_bar = 0.8, 1.0
 config = train.TrainConfig(data=name, data_dir=data_dir, model="resmlp", depth=lesson.pick(1, 2),
                            emb_dim=lesson.pick(32, 64), batch_size=128, warmup=20, T=lesson.pick(200, 1000),
-                           seed=lesson.seed, checkpoint_every=10**6, log_every=50, **size)
+                           seed=lesson.seed, checkpoint_every=10**6, log_every=50, **size).resolved()
 diffusion = train.build_diffusion(config)
 alpha_bars = B.to_numpy(diffusion.schedule.alpha_bars)
 rng = lesson.rng(1)
