@@ -1,14 +1,29 @@
-"""The two default denoisers of tinydiff.nn written by hand in plain NumPy.
+r"""The two default denoisers of tinydiff.nn written by hand in plain NumPy.
 
 This is the yardstick for benchmarks/engine.py: the same networks as
 ``tinydiff.nn.MLPDenoiser()`` and ``tinydiff.nn.ResMLPDenoiser()`` with their
-default sizes, with a forward pass, a backward pass derived by hand and Adam
-with PyTorch's update, written the way a careful NumPy programmer would for
-speed: float32 throughout, every activation and temporary preallocated once
-per batch size and written with ``out=``, gradients written by the matmuls
-straight into one flat gradient vector (no gathering), and Adam on the flat
-vector in cache-sized chunks (all of the update runs on a chunk while it is
-in cache, instead of a dozen passes over the whole vector in memory).
+default sizes, a forward pass, a backward pass derived by hand and Adam with
+PyTorch's update (Kingma and Ba 2015, epsilon after bias correction). It is
+what a careful NumPy programmer writes without an autograd engine, held to
+the same rule as the engine (STYLE.md, "Fast without hiding the maths"):
+every line that implements a formula reads as the paper writes it. There
+are no ``out=`` kernels, no in-place rewrites of the algebra; float32
+throughout. What is left of speed is structure the engine may have too:
+
+- one flat float32 vector holds all parameters and another all gradients
+  (``FlatParameters``); each layer's weight gradient g^T x is assigned into
+  its slice of the gradient vector, where Adam reads it;
+- Adam's five formulas run on one cache-sized slice of the flat vectors at a
+  time (``FlatAdam``). On 6.4M parameters, the residual MLP's count (Intel
+  Xeon, 2 shared cores), a step took 20 ms in slices of 2^14 or 2^16, 31 ms
+  in slices of 2^18 and 75 ms over the whole vector at once (chunk=None):
+
+      python -m timeit -n 10 -r 7 -s "import sys; sys.path.insert(0, 'benchmarks'); \
+          import numpy as np, handwritten as h; \
+          a = h.FlatAdam(h.FlatParameters([('w', np.ones(6_400_000, np.float32))]), chunk=1 << 16)" "a.step()"
+
+- the backward pass keeps the forward's values it needs (the tanh of GELU,
+  the sigmoid of SiLU, LayerNorm's x_hat and 1/std) instead of recomputing.
 
 Nothing here is tinydiff; the models take their initial weights as a dict of
 arrays named as in tinydiff's ``state_dict()`` so both start equal.
@@ -30,14 +45,15 @@ import numpy as np
 F32 = np.float32
 GELU_C = math.sqrt(2.0 / math.pi)  # GELU, tanh form
 GELU_K = 0.044715
+CHUNK = 1 << 16  # elements of one Adam slice: 256 KB of float32 per array (p, g, m, v and the temporaries)
 
 
 class FlatParameters:
     """All parameters in one flat float32 vector, and the gradient in another.
 
     ``value[name]`` and ``grad[name]`` are views of the flat vectors with the
-    parameter's shape, so a matmul with ``out=grad[name]`` writes the
-    gradient where the optimizer reads it.
+    parameter's shape: a gradient assigned into ``grad[name][...]`` is where
+    the optimizer reads it.
     """
 
     def __init__(self, named_arrays):
@@ -60,61 +76,40 @@ class FlatParameters:
 
 
 class FlatAdam:
-    """Adam with PyTorch's equations on a FlatParameters, in cache-sized chunks.
+    """Adam (Kingma and Ba 2015, Algorithm 1) with PyTorch's update, on a FlatParameters.
 
-    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
-    p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps),  bc_i = 1 - b_i^k.
-    The ~13 elementwise operations run on one chunk of p, g, m, v and a work
-    array while it is in cache, then on the next: one trip to memory per
-    array instead of one per operation. ``chunk=None`` runs each operation
-    over the whole vector at once. On a 6.4M-parameter vector (the residual
-    MLP) on an AMD EPYC with 1 MB L2 per core, chunks of 2^18 took 10.6 ms a
-    step, 2^16 13 ms, 2^12 27 ms, and the whole vector at once 23 ms.
+    The formulas run on one slice of ``chunk`` elements of p, g, m and v at a
+    time, so each slice's temporaries stay in cache (measured: module
+    docstring); ``chunk=None`` runs them over the whole vector at once.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, chunk=262144):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, chunk=CHUNK):
         self.params = params
         self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
         self.step_count = 0
         n = params.size
-        self.exp_avg = np.zeros(n, dtype=F32)
-        self.exp_avg_sq = np.zeros(n, dtype=F32)
+        self.exp_avg = np.zeros(n, dtype=F32)  # m
+        self.exp_avg_sq = np.zeros(n, dtype=F32)  # v
         chunk = n if chunk is None else chunk
-        self._work = np.empty(min(chunk, n), dtype=F32)
-        # The chunk views are made once: slicing in the step would cost more than the math.
-        self._chunks = []
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            self._chunks.append((
-                params.data[start:stop], params.flat_grad[start:stop],
-                self.exp_avg[start:stop], self.exp_avg_sq[start:stop], self._work[: stop - start],
-            ))
+        # The slices are made once: slicing in every step would cost more than the maths.
+        self._slices = [
+            (params.data[start:start + chunk], params.flat_grad[start:start + chunk],
+             self.exp_avg[start:start + chunk], self.exp_avg_sq[start:start + chunk])
+            for start in range(0, n, chunk)
+        ]
 
     def step(self):
         self.step_count += 1
-        k = self.step_count
-        b1, b2 = self.beta1, self.beta2
-        step_size = self.lr / (1.0 - b1**k)
-        inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - b2**k)
-        one_minus_b1, one_minus_b2, eps = 1.0 - b1, 1.0 - b2, self.eps
-        multiply, sqrt, divide = np.multiply, np.sqrt, np.divide
-        for p, g, m, v, w in self._chunks:
-            m *= b1
-            multiply(g, one_minus_b1, out=w)
-            m += w
-            v *= b2
-            multiply(g, g, out=w)
-            w *= one_minus_b2
-            v += w
-            sqrt(v, out=w)
-            w *= inv_sqrt_bc2
-            w += eps
-            divide(m, w, out=w)
-            w *= step_size
-            p -= w
+        k, beta1, beta2, lr, eps = self.step_count, self.beta1, self.beta2, self.lr, self.eps
+        for p, g, m, v in self._slices:
+            m[...] = beta1 * m + (1 - beta1) * g  # biased first moment
+            v[...] = beta2 * v + (1 - beta2) * g**2  # biased second moment
+            m_hat = m / (1 - beta1**k)  # bias-corrected
+            v_hat = v / (1 - beta2**k)
+            p[...] = p - lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
-# -- helpers -----------------------------------------------------------------
+# -- the formulas --------------------------------------------------------------
 
 
 def _frequencies(emb_dim, max_period=10000.0):
@@ -123,87 +118,108 @@ def _frequencies(emb_dim, max_period=10000.0):
     return np.exp(np.arange(half, dtype=F32) * F32(-math.log(max_period) / half))
 
 
-def _timestep_embedding(t, frequencies, t_buffer, angles, out):
-    """Write [sin(t w), cos(t w)] into out (N, 2 * half), which may be a column block."""
-    half = frequencies.shape[0]
-    t_buffer[:, 0] = t  # int64 -> float32 cast, (N, 1)
-    np.multiply(t_buffer, frequencies, out=angles)  # (N, half)
-    np.sin(angles, out=out[:, :half])
-    np.cos(angles, out=out[:, half:])
+def timestep_embedding(t, frequencies):
+    """[sin(t w), cos(t w)] for integer timesteps t (N,): (N, 2 * half), float32."""
+    angles = t.astype(F32)[:, None] * frequencies  # (N, half)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
 
 
-def _sigmoid(x, out):
-    """1 / (1 + exp(-x)) as (1 + tanh(x / 2)) / 2: one transcendental, never overflows."""
-    np.multiply(x, 0.5, out=out)
-    np.tanh(out, out=out)
-    out += 1.0
-    out *= 0.5
-    return out
+def gelu(a):
+    """GELU, tanh form: 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))). Returns (GELU(a), the tanh)."""
+    tanh = np.tanh(GELU_C * (a + GELU_K * a * a * a))  # a * a * a: NumPy's a**3 is a slow general power
+    return 0.5 * a * (1 + tanh), tanh
 
 
-def _silu_grad_inplace(g, x, s, work):
-    """g *= d silu(x) / dx = s (1 + x (1 - s)), s = sigmoid(x)."""
-    np.subtract(1.0, s, out=work)
-    work *= x
-    work += 1.0
-    work *= s
-    g *= work
+def gelu_grad(a, tanh):
+    """d GELU / da = 0.5 (1 + T) + 0.5 a (1 - T^2) sqrt(2/pi) (1 + 3 * 0.044715 a^2), T the forward's tanh."""
+    return 0.5 * (1 + tanh) + 0.5 * a * (1 - tanh**2) * GELU_C * (1 + 3 * GELU_K * a**2)
 
 
-def _mse_grad(out, noise, diff):
-    """Loss mean((out - noise)^2); leaves d loss / d out in diff."""
-    np.subtract(out, noise, out=diff)
-    flat = diff.reshape(-1)
-    loss = np.dot(flat, flat) / F32(flat.size)
-    diff *= 2.0 / diff.size
-    return loss
+def sigmoid(x):
+    """1 / (1 + exp(-x)), written as (1 + tanh(x / 2)) / 2: the same function, and exp(-x) cannot overflow."""
+    return 0.5 * (1 + np.tanh(0.5 * x))
 
 
-class _LayerNorm:
-    """Buffers and the hand-derived forward and backward of one LayerNorm (eps 1e-5)."""
+def silu(x):
+    """SiLU: x sigmoid(x). Returns (SiLU(x), the sigmoid)."""
+    s = sigmoid(x)
+    return x * s, s
 
-    def __init__(self, n, width, eps=1e-5):
-        self.eps = eps
-        self.x_hat = np.empty((n, width), F32)
-        self.inv_std = np.empty((n, 1), F32)
-        self.row = np.empty((n, 1), F32)
-        self.tmp = np.empty((n, width), F32)
 
-    def forward(self, h, weight, bias, out):
-        x_hat, inv_std = self.x_hat, self.inv_std
-        np.mean(h, axis=1, keepdims=True, out=self.row)
-        np.subtract(h, self.row, out=x_hat)
-        np.multiply(x_hat, x_hat, out=self.tmp)
-        np.mean(self.tmp, axis=1, keepdims=True, out=inv_std)
-        inv_std += self.eps
-        np.sqrt(inv_std, out=inv_std)
-        np.divide(1.0, inv_std, out=inv_std)
-        x_hat *= inv_std
-        np.multiply(x_hat, weight, out=out)
-        out += bias
-        return out
+def silu_grad(x, s):
+    """d SiLU / dx = s (1 + x (1 - s)), s the forward's sigmoid."""
+    return s * (1 + x * (1 - s))
 
-    def backward(self, g, weight, grad_weight, grad_bias, out):
-        """dx = inv_std (g' - mean(g') - x_hat mean(g' x_hat)), g' = g * weight."""
-        x_hat, tmp, row = self.x_hat, self.tmp, self.row
-        np.multiply(g, x_hat, out=tmp)
-        np.sum(tmp, axis=0, out=grad_weight)
-        np.sum(g, axis=0, out=grad_bias)
-        np.multiply(g, weight, out=out)  # g'
-        np.multiply(out, x_hat, out=tmp)
-        np.mean(tmp, axis=1, keepdims=True, out=row)
-        np.multiply(x_hat, row, out=tmp)  # x_hat mean(g' x_hat)
-        np.mean(out, axis=1, keepdims=True, out=row)
-        out -= row
-        out -= tmp
-        out *= self.inv_std
-        return out
+
+def mse_and_grad(out, noise):
+    """loss = mean((out - noise)^2) and its gradient d loss / d out = 2 (out - noise) / size."""
+    diff = out - noise
+    return np.mean(diff**2), 2 * diff / diff.size
+
+
+def layer_norm(h, weight, bias, eps=1e-5):
+    """LayerNorm over each row: x_hat = (h - mean) / sqrt(var + eps), out = x_hat weight + bias.
+
+    Returns (out, (x_hat, inv_std)), what the backward pass needs."""
+    centered = h - h.mean(axis=1, keepdims=True)
+    inv_std = 1 / np.sqrt((centered**2).mean(axis=1, keepdims=True) + eps)  # (N, 1)
+    x_hat = centered * inv_std
+    return x_hat * weight + bias, (x_hat, inv_std)
+
+
+def layer_norm_input_grad(g, weight, x_hat, inv_std):
+    """d loss / dh = inv_std (g' - mean(g') - x_hat mean(g' x_hat)), g' = g weight, means over each row."""
+    g_hat = g * weight
+    return inv_std * (g_hat - g_hat.mean(axis=1, keepdims=True)
+                      - x_hat * (g_hat * x_hat).mean(axis=1, keepdims=True))
+
+
+# -- what both networks share ----------------------------------------------------
+
+
+class _HandNetwork:
+    """Linear and LayerNorm layers over a FlatParameters, the loss and its gradient.
+
+    A subclass defines ``forward`` (which keeps what ``backward`` needs in
+    ``self.saved``) and ``backward(g)`` from g = d loss / d output.
+    """
+
+    params: FlatParameters
+
+    def linear(self, x, name):
+        """x W^T + b of layer ``name``."""
+        return x @ self.params.value[name + ".weight"].T + self.params.value[name + ".bias"]
+
+    def linear_backward(self, g, x, name, input_grad=True):
+        """Layer ``name`` took x and gave y with d loss / dy = g: d loss / dW = g^T x and d loss / db =
+        sum over rows of g go into the gradient vector; returns d loss / dx = g W (None if not input_grad)."""
+        self.params.grad[name + ".weight"][...] = g.T @ x
+        self.params.grad[name + ".bias"][...] = g.sum(axis=0)
+        return g @ self.params.value[name + ".weight"] if input_grad else None
+
+    def layer_norm(self, h, name):
+        """LayerNorm ``name`` of h; returns (out, what layer_norm_backward needs)."""
+        return layer_norm(h, self.params.value[name + ".weight"], self.params.value[name + ".bias"])
+
+    def layer_norm_backward(self, g, name, saved):
+        """d loss / d weight = sum over rows of g x_hat, d loss / d bias = sum of g into the gradient vector;
+        returns d loss / dh."""
+        x_hat, inv_std = saved
+        self.params.grad[name + ".weight"][...] = (g * x_hat).sum(axis=0)
+        self.params.grad[name + ".bias"][...] = g.sum(axis=0)
+        return layer_norm_input_grad(g, self.params.value[name + ".weight"], x_hat, inv_std)
+
+    def loss_and_grad(self, x, t, noise):
+        """MSE(eps_theta(x, t), noise); fills self.params.grad. Returns the loss."""
+        loss, g = mse_and_grad(self.forward(x, t), noise)
+        self.backward(g)
+        return loss
 
 
 # -- the 2-D MLP denoiser ------------------------------------------------------
 
 
-class HandMLP:
+class HandMLP(_HandNetwork):
     """[x, emb(t)] -> (Linear, GELU-tanh) x depth -> Linear, as tinydiff.nn.MLPDenoiser."""
 
     def __init__(self, state, data_dim=2, width=128, depth=3, emb_dim=128):
@@ -212,122 +228,50 @@ class HandMLP:
         names += ["out.weight", "out.bias"]
         self.params = FlatParameters([(name, state[name]) for name in names])
         self.frequencies = _frequencies(emb_dim)
-        self._buffers = {}
-
-    def _workspace(self, n):
-        ws = self._buffers.get(n)
-        if ws is None:
-            width, depth = self.width, self.depth
-            ws = {
-                "t": np.empty((n, 1), F32),
-                "angles": np.empty((n, self.emb_dim // 2), F32),
-                "h0": np.empty((n, self.data_dim + self.emb_dim), F32),
-                "pre": [np.empty((n, width), F32) for _ in range(depth)],
-                "tanh": [np.empty((n, width), F32) for _ in range(depth)],
-                "post": [np.empty((n, width), F32) for _ in range(depth)],
-                "out": np.empty((n, self.data_dim), F32),
-                "diff": np.empty((n, self.data_dim), F32),
-                "grad_h": [np.empty((n, width), F32) for _ in range(2)],
-                "d": np.empty((n, width), F32),
-                "s": np.empty((n, width), F32),
-            }
-            self._buffers[n] = ws
-        return ws
+        self.saved = None
 
     def forward(self, x, t):
-        """eps_theta(x, t): (N, data_dim). Keeps what backward needs in the workspace."""
-        ws = self._workspace(x.shape[0])
-        D = self.data_dim
-        h = ws["h0"]
-        h[:, :D] = x
-        _timestep_embedding(t, self.frequencies, ws["t"], ws["angles"], h[:, D:])
-        return self._layers(ws, h)
+        """eps_theta(x, t): (N, data_dim). Keeps what backward needs in self.saved."""
+        h = np.concatenate([x, timestep_embedding(t, self.frequencies)], axis=1)  # (N, data_dim + emb_dim)
+        return self._layers(h, self.linear(h, "hidden.0"))
 
     def forward_one_t(self, x, t):
         """eps_theta(x, t) for one int t shared by every row, as tinydiff's samplers call
         MLPDenoiser: the first layer's product split by columns,
         [x, emb] W^T + b = x W_x^T + (emb W_emb^T + b), the second term one row."""
-        ws = self._workspace(x.shape[0])
-        value, D, half = self.params.value, self.data_dim, self.emb_dim // 2
-        emb = np.empty((1, self.emb_dim), F32)
-        _timestep_embedding(np.array([t]), self.frequencies, np.empty((1, 1), F32), np.empty((1, half), F32), emb)
-        weight = value["hidden.0.weight"]
-        row = emb @ weight[:, D:].T
-        row += value["hidden.0.bias"]  # (1, width)
-        first = ws["pre"][0]
-        np.matmul(x, weight[:, :D].T, out=first)
-        first += row
-        return self._layers(ws, None, first_pre=first)
+        weight, bias, D = self.params.value["hidden.0.weight"], self.params.value["hidden.0.bias"], self.data_dim
+        emb = timestep_embedding(np.array([t]), self.frequencies)  # (1, emb_dim)
+        return self._layers(None, x @ weight[:, :D].T + (emb @ weight[:, D:].T + bias))
 
-    def _layers(self, ws, h, first_pre=None):
-        value = self.params.value
+    def _layers(self, h, a):
+        """The network on from the first layer's output a = [x, emb] W_0^T + b_0 (h = [x, emb] or None)."""
+        inputs, pre, tanhs = [], [], []
         for i in range(self.depth):
-            a, th, post = ws["pre"][i], ws["tanh"][i], ws["post"][i]
-            if i > 0 or first_pre is None:
-                np.matmul(h, value[f"hidden.{i}.weight"].T, out=a)
-                a += value[f"hidden.{i}.bias"]
-            # GELU: 0.5 a (1 + tanh(C (a + K a^3))), the inner term as C a (1 + K a^2)
-            np.multiply(a, a, out=post)
-            post *= GELU_K
-            post += 1.0
-            post *= a
-            post *= GELU_C
-            np.tanh(post, out=th)
-            np.add(th, 1.0, out=post)
-            post *= a
-            post *= 0.5
-            h = post
-        out = ws["out"]
-        np.matmul(h, value["out.weight"].T, out=out)
-        out += value["out.bias"]
-        return out
-
-    def loss_and_grad(self, x, t, noise):
-        """MSE(eps_theta(x, t), noise); fills self.params.grad. Returns the loss."""
-        out = self.forward(x, t)
-        ws = self._workspace(x.shape[0])
-        value, grad = self.params.value, self.params.grad
-        g = ws["diff"]
-        loss = _mse_grad(out, noise, g)
-        last = ws["post"][-1]
-        np.matmul(g.T, last, out=grad["out.weight"])
-        np.sum(g, axis=0, out=grad["out.bias"])
-        g_h = ws["grad_h"][0]
-        np.matmul(g, value["out.weight"], out=g_h)
-        d, s = ws["d"], ws["s"]
-        for i in reversed(range(self.depth)):
-            a, th = ws["pre"][i], ws["tanh"][i]
-            # GELU': 0.5 (1 + T + a (1 - T^2) C (1 + 3 K a^2)), T the forward tanh
-            np.multiply(a, a, out=d)
-            d *= 3.0 * GELU_K * GELU_C
-            d += GELU_C
-            d *= a
-            np.multiply(th, th, out=s)
-            np.subtract(1.0, s, out=s)
-            d *= s
-            d += th
-            d += 1.0
-            d *= 0.5
-            g_h *= d  # now the gradient of the pre-activation
-            inp = ws["h0"] if i == 0 else ws["post"][i - 1]
-            np.matmul(g_h.T, inp, out=grad[f"hidden.{i}.weight"])
-            np.sum(g_h, axis=0, out=grad[f"hidden.{i}.bias"])
             if i > 0:
-                first, second = ws["grad_h"]
-                g_next = second if g_h is first else first  # ping-pong between two buffers
-                np.matmul(g_h, value[f"hidden.{i}.weight"], out=g_next)
-                g_h = g_next
-        return loss
+                a = self.linear(h, f"hidden.{i}")
+            inputs.append(h)
+            pre.append(a)
+            h, tanh = gelu(a)
+            tanhs.append(tanh)
+        self.saved = {"inputs": inputs, "pre": pre, "tanh": tanhs, "last": h}
+        return self.linear(h, "out")
+
+    def backward(self, g):
+        s = self.saved
+        g_h = self.linear_backward(g, s["last"], "out")
+        for i in reversed(range(self.depth)):
+            g_a = g_h * gelu_grad(s["pre"][i], s["tanh"][i])  # the gradient of the pre-activation
+            g_h = self.linear_backward(g_a, s["inputs"][i], f"hidden.{i}", input_grad=i > 0)
 
 
 # -- the residual MLP denoiser --------------------------------------------------
 
 
-class HandResMLP:
+class HandResMLP(_HandNetwork):
     """The residual MLP of tinydiff.nn.ResMLPDenoiser (SiLU, LayerNorm in the blocks).
 
     cond = silu(time_out(silu(time_in(emb(t)))))
-    h = inp(x); per block: h += fc2(silu(fc1(silu(LN(h))) + cond_proj(cond)))
+    h = inp(x); per block: h = h + fc2(silu(fc1(silu(LN(h))) + cond_proj(cond)))
     out = out(silu(LN_out(h)))
     """
 
@@ -342,126 +286,43 @@ class HandResMLP:
         names += ["norm_out.weight", "norm_out.bias", "out.weight", "out.bias"]
         self.params = FlatParameters([(name, state[name]) for name in names])
         self.frequencies = _frequencies(emb_dim)
-        self._buffers = {}
-
-    def _workspace(self, n):
-        ws = self._buffers.get(n)
-        if ws is None:
-            W, C, L = self.width, self.cond_dim, self.blocks
-
-            def e(*shape):
-                return np.empty(shape, F32)
-
-            ws = {
-                "t": e(n, 1), "angles": e(n, self.emb_dim // 2), "emb": e(n, self.emb_dim),
-                "c1": e(n, C), "s1": e(n, C), "a1": e(n, C),
-                "c2": e(n, C), "s2": e(n, C), "cond": e(n, C),
-                "h": [e(n, W) for _ in range(L + 1)],
-                "ln": [_LayerNorm(n, W) for _ in range(L + 1)],
-                "z": [e(n, W) for _ in range(L + 1)],  # LN outputs (last: norm_out)
-                "sz": [e(n, W) for _ in range(L + 1)],
-                "za": [e(n, W) for _ in range(L + 1)],
-                "u": [e(n, W) for _ in range(L)],
-                "su": [e(n, W) for _ in range(L)],
-                "ua": [e(n, W) for _ in range(L)],
-                "proj": e(n, W),
-                "out": e(n, self.data_dim), "diff": e(n, self.data_dim),
-                "g_h": e(n, W), "g_a": e(n, W), "g_b": e(n, W), "work": e(n, W),
-                "g_cond": e(n, C), "g_c": e(n, C), "work_c": e(n, C), "tmp_c": e(n, C),
-            }
-            self._buffers[n] = ws
-        return ws
+        self.saved = None
 
     def forward(self, x, t):
-        ws = self._workspace(x.shape[0])
-        value = self.params.value
-        emb = ws["emb"]
-        _timestep_embedding(t, self.frequencies, ws["t"], ws["angles"], emb)
-        c1, s1, a1, c2, s2, cond = (ws[k] for k in ("c1", "s1", "a1", "c2", "s2", "cond"))
-        np.matmul(emb, value["time_in.weight"].T, out=c1)
-        c1 += value["time_in.bias"]
-        np.multiply(c1, _sigmoid(c1, s1), out=a1)
-        np.matmul(a1, value["time_out.weight"].T, out=c2)
-        c2 += value["time_out.bias"]
-        np.multiply(c2, _sigmoid(c2, s2), out=cond)  # (N, cond_dim)
-        h = ws["h"][0]
-        np.matmul(x, value["inp.weight"].T, out=h)
-        h += value["inp.bias"]
-        proj = ws["proj"]
+        """eps_theta(x, t): (N, data_dim). Keeps what backward needs in self.saved."""
+        s = {"x": x, "emb": timestep_embedding(t, self.frequencies)}
+        s["c1"] = self.linear(s["emb"], "time_in")
+        s["a1"], s["s1"] = silu(s["c1"])
+        s["c2"] = self.linear(s["a1"], "time_out")
+        s["cond"], s["s2"] = silu(s["c2"])  # (N, cond_dim)
+        cond = s["cond"]
+        h = self.linear(x, "inp")
+        s["blocks"] = []
         for i in range(self.blocks):
-            p = f"blocks.{i}."
-            z, sz, za = ws["z"][i], ws["sz"][i], ws["za"][i]
-            u, su, ua = ws["u"][i], ws["su"][i], ws["ua"][i]
-            ws["ln"][i].forward(h, value[p + "norm.weight"], value[p + "norm.bias"], z)
-            np.multiply(z, _sigmoid(z, sz), out=za)
-            np.matmul(za, value[p + "fc1.weight"].T, out=u)
-            u += value[p + "fc1.bias"]
-            np.matmul(cond, value[p + "cond.weight"].T, out=proj)
-            u += proj
-            u += value[p + "cond.bias"]
-            np.multiply(u, _sigmoid(u, su), out=ua)
-            h_next = ws["h"][i + 1]
-            np.matmul(ua, value[p + "fc2.weight"].T, out=h_next)
-            h_next += value[p + "fc2.bias"]
-            h_next += h  # the residual connection
-            h = h_next
-        L = self.blocks
-        z, sz, za = ws["z"][L], ws["sz"][L], ws["za"][L]
-        ws["ln"][L].forward(h, value["norm_out.weight"], value["norm_out.bias"], z)
-        np.multiply(z, _sigmoid(z, sz), out=za)
-        out = ws["out"]
-        np.matmul(za, value["out.weight"].T, out=out)
-        out += value["out.bias"]
-        return out
+            p, b = f"blocks.{i}.", {}
+            b["z"], b["ln"] = self.layer_norm(h, p + "norm")
+            b["za"], b["sz"] = silu(b["z"])
+            b["u"] = self.linear(b["za"], p + "fc1") + self.linear(cond, p + "cond")
+            b["ua"], b["su"] = silu(b["u"])
+            h = h + self.linear(b["ua"], p + "fc2")  # the residual connection
+            s["blocks"].append(b)
+        s["z"], s["ln"] = self.layer_norm(h, "norm_out")
+        s["za"], s["sz"] = silu(s["z"])
+        self.saved = s
+        return self.linear(s["za"], "out")
 
-    def loss_and_grad(self, x, t, noise):
-        """MSE(eps_theta(x, t), noise); fills self.params.grad. Returns the loss."""
-        out = self.forward(x, t)
-        ws = self._workspace(x.shape[0])
-        value, grad = self.params.value, self.params.grad
-        L = self.blocks
-        g = ws["diff"]
-        loss = _mse_grad(out, noise, g)
-        np.matmul(g.T, ws["za"][L], out=grad["out.weight"])
-        np.sum(g, axis=0, out=grad["out.bias"])
-        g_a, work = ws["g_a"], ws["work"]
-        np.matmul(g, value["out.weight"], out=g_a)
-        _silu_grad_inplace(g_a, ws["z"][L], ws["sz"][L], work)
-        g_h = ws["g_h"]
-        ws["ln"][L].backward(g_a, value["norm_out.weight"], grad["norm_out.weight"],
-                             grad["norm_out.bias"], g_h)
-        g_cond, g_b = ws["g_cond"], ws["g_b"]
-        for i in reversed(range(L)):
-            p = f"blocks.{i}."
+    def backward(self, g):
+        s = self.saved
+        g_z = self.linear_backward(g, s["za"], "out") * silu_grad(s["z"], s["sz"])
+        g_h = self.layer_norm_backward(g_z, "norm_out", s["ln"])
+        g_cond = 0
+        for i in reversed(range(self.blocks)):
+            p, b = f"blocks.{i}.", s["blocks"][i]
             # h_{i+1} = h_i + fc2(ua): fc2 sees g_h, and g_h flows on to h_i unchanged
-            np.matmul(g_h.T, ws["ua"][i], out=grad[p + "fc2.weight"])
-            np.sum(g_h, axis=0, out=grad[p + "fc2.bias"])
-            np.matmul(g_h, value[p + "fc2.weight"], out=g_a)
-            _silu_grad_inplace(g_a, ws["u"][i], ws["su"][i], work)  # g_a = dL/du
-            np.matmul(g_a.T, ws["za"][i], out=grad[p + "fc1.weight"])
-            np.sum(g_a, axis=0, out=grad[p + "fc1.bias"])
-            np.matmul(g_a.T, ws["cond"], out=grad[p + "cond.weight"])
-            grad[p + "cond.bias"][...] = grad[p + "fc1.bias"]
-            if i == L - 1:
-                np.matmul(g_a, value[p + "cond.weight"], out=g_cond)
-            else:
-                np.matmul(g_a, value[p + "cond.weight"], out=ws["tmp_c"])
-                g_cond += ws["tmp_c"]
-            np.matmul(g_a, value[p + "fc1.weight"], out=g_b)
-            _silu_grad_inplace(g_b, ws["z"][i], ws["sz"][i], work)  # dL/d LN output
-            ws["ln"][i].backward(g_b, value[p + "norm.weight"], grad[p + "norm.weight"],
-                                 grad[p + "norm.bias"], work)
-            g_h += work
-        # h_0 = inp(x); the time MLP gets the gradient of cond summed over the blocks
-        np.matmul(g_h.T, x, out=grad["inp.weight"])
-        np.sum(g_h, axis=0, out=grad["inp.bias"])
-        g_c = g_cond
-        _silu_grad_inplace(g_c, ws["c2"], ws["s2"], ws["work_c"])
-        np.matmul(g_c.T, ws["a1"], out=grad["time_out.weight"])
-        np.sum(g_c, axis=0, out=grad["time_out.bias"])
-        g_a1 = ws["g_c"]
-        np.matmul(g_c, value["time_out.weight"], out=g_a1)
-        _silu_grad_inplace(g_a1, ws["c1"], ws["s1"], ws["work_c"])
-        np.matmul(g_a1.T, ws["emb"], out=grad["time_in.weight"])
-        np.sum(g_a1, axis=0, out=grad["time_in.bias"])
-        return loss
+            g_u = self.linear_backward(g_h, b["ua"], p + "fc2") * silu_grad(b["u"], b["su"])
+            g_cond = g_cond + self.linear_backward(g_u, s["cond"], p + "cond")  # cond feeds every block
+            g_z = self.linear_backward(g_u, b["za"], p + "fc1") * silu_grad(b["z"], b["sz"])
+            g_h = g_h + self.layer_norm_backward(g_z, p + "norm", b["ln"])
+        self.linear_backward(g_h, s["x"], "inp", input_grad=False)  # h_0 = inp(x)
+        g_a1 = self.linear_backward(g_cond * silu_grad(s["c2"], s["s2"]), s["a1"], "time_out")
+        self.linear_backward(g_a1 * silu_grad(s["c1"], s["s1"]), s["emb"], "time_in", input_grad=False)

@@ -17,17 +17,12 @@ and the distance against the number of steps) and the training run when
 one was trained.
 """
 
-import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common.py, beside this file
+import _common  # noqa: E402  (it also finds tinydiff in this checkout)
 
 from tinydiff import backend as B  # noqa: E402
 from tinydiff import data as data_module  # noqa: E402
@@ -94,19 +89,11 @@ def print_table(rows, floor, n, log=print):
 def plot(rows, floor, data, path, title):
     """Samples of each sampler over the data, then the distance against the number of steps."""
     panels = len(rows) + 1
-    fig = Figure(figsize=(2.6 * panels, 3.0), dpi=viz.DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    # Limits from the data alone: a sampler's stray points fall outside rather than shrink the data.
-    low, high = np.percentile(data, [0.5, 99.5], axis=0)
-    center, half = (low + high) / 2, float(np.max(high - low)) / 2 * 1.3
-    size = float(np.clip(2000.0 / len(data), 1.0, 12.0))
+    fig = _common.figure(2.6 * panels, 3.0)
+    view, size = _common.square_view(data), _common.point_size(len(data))
     for i, (label, _, seconds, distance, samples) in enumerate(rows):
         ax = fig.add_subplot(1, panels, i + 1)
-        ax.scatter(data[:, 0], data[:, 1], s=size, c=viz.DATA_COLOR, linewidths=0)
-        ax.scatter(samples[:, 0], samples[:, 1], s=size, c=viz.POINT_COLOR, linewidths=0, alpha=0.7)
-        ax.set_xlim(center[0] - half, center[0] + half)
-        ax.set_ylim(center[1] - half, center[1] + half)
-        ax.set_aspect("equal")
+        _common.scatter_panel(ax, [(data, viz.DATA_COLOR, 1.0), (samples, viz.POINT_COLOR, 0.7)], view, size)
         ax.tick_params(labelsize="small")
         ax.set_title(f"{label}\n{seconds:.2f} s, SW {distance:.3f}", fontsize="small")
     ax = fig.add_subplot(1, panels, panels)
@@ -124,33 +111,23 @@ def plot(rows, floor, data, path, title):
     ax.set_ylim(bottom=0)
     ax.legend(fontsize="small")
     ax.set_title("quality against steps", fontsize="small")
-    fig.suptitle(title)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=viz.DPI)
-    return path
+    return _common.save_figure(fig, path, title)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.argument_parser(__doc__, out=os.path.join("runs", "compare-samplers"))
     parser.add_argument("--checkpoint", default=None, help="a 2D training checkpoint (default: train one now)")
     parser.add_argument("--data", default="moons", choices=data_module.DATASETS_2D, help="set to train on")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the train default, 20000)")
+    parser.add_argument("--steps", type=int, default=T.TrainConfig().resolved(image_data=False).steps,
+                        help="training steps (default: the train default, %(default)s)")
     parser.add_argument("--ddim", default="100,50,20,10", help="DDIM step counts (default 100,50,20,10)")
     parser.add_argument("--n", type=int, default=2000, help="samples per sampler (default 2000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join("runs", "compare-samplers"))
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.steps is None:
-        args.steps = T.TrainConfig().resolved(image_data=False).steps
-    try:
-        ddim_steps = parse_steps(args.ddim)
-    except ValueError as error:
-        parser.error(str(error))
+    ddim_steps = _common.parse_or_refuse(parser, parse_steps, args.ddim)
     if args.n < 2 or args.steps < 1:
         parser.error("--n must be >= 2 and --steps >= 1")
 
-    os.makedirs(args.out, exist_ok=True)
+    _common.prepare(args)
     run = get_run(args)
     print(f"sampling {args.n} points with each sampler ...")
     rows, floor, fresh = compare(run, ddim_steps, args.n, args.seed)

@@ -24,18 +24,18 @@ samples_w{w}.png (a row per digit), guidance.png (the w side by side),
 samples.npz and results.json.
 """
 
-import argparse
-import dataclasses
-import json
 import os
 import sys
 import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common.py, beside this file
+import _common  # noqa: E402  (it also finds tinydiff in this checkout)
 
-from tinydiff import backend as B
-from tinydiff import data, samplers, viz
-from tinydiff import train as T
+import numpy as np  # noqa: E402
+
+from tinydiff import backend as B  # noqa: E402
+from tinydiff import samplers, viz  # noqa: E402
+from tinydiff import train as T  # noqa: E402
 
 SHOWN_PER_CLASS = 10  # images per row in the figures
 
@@ -59,13 +59,6 @@ def diversity_ratios(samples, labels, real, real_labels, num_classes):
     return np.array(ratios)
 
 
-def held_out_images(name, data_dir=None):
-    """The held-out images of data set ``name``: its test split; digits has one split, so all of it."""
-    if name == "digits":
-        return data.load("digits")
-    return data.load(name, split="test", data_dir=data_dir)
-
-
 def reference_images(dataset, per_class=500, seed=0):
     """At most ``per_class`` real images of each class of ``dataset``, drawn by ``seed``: (x, labels)."""
     rng = np.random.default_rng(seed)
@@ -75,34 +68,6 @@ def reference_images(dataset, per_class=500, seed=0):
         keep.append(rng.choice(index, size=min(per_class, index.size), replace=False))
     keep = np.sort(np.concatenate(keep))
     return dataset.x[keep], dataset.labels[keep]
-
-
-def classifier_module():
-    """examples/train_classifier.py, which sits next to this file."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    import train_classifier
-
-    return train_classifier
-
-
-def load_judge(path, dim, data_name=None):
-    """The classifier saved by examples/train_classifier.py, or None (and say why) when there is none."""
-    if not path or path.lower() == "none":
-        print("no classifier given (--classifier): accuracy is not measured")
-        return None
-    if not os.path.exists(path):
-        print(f"no classifier at {path}: accuracy is not measured. Make one with\n"
-              f"    python examples/train_classifier.py --data-dir DIR --out {path}")
-        return None
-    model, header = classifier_module().load_classifier(path)
-    if header["in_features"] != dim:
-        raise SystemExit(f"--classifier {path} reads images of {header['in_features']} pixels, "
-                         f"these have {dim}; train one on the same data set")
-    if data_name and header.get("data") not in (None, data_name):
-        print(f"warning: --classifier {path} was trained on {header['data']}, these images are {data_name}")
-    return model
 
 
 def side_by_side(panels, per_row):
@@ -123,42 +88,23 @@ def side_by_side(panels, per_row):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.argument_parser(__doc__, out=os.path.join("runs", "conditional-mnist"), data_dir=True,
+                                     backend=True)
     parser.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist", "digits"])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default=os.path.join("runs", "conditional-mnist"))
     parser.add_argument("--checkpoint", default=None, help="a trained conditional run (folder or .npz): no training")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--minutes", type=float, default=19.0, help="training time budget (default 19)")
-    parser.add_argument("--steps", type=int, default=0,
-                        help="steps the learning-rate schedule plans for (default: as many as fit in --minutes)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--width", type=int, default=1024)
-    parser.add_argument("--blocks", type=int, default=2)
-    parser.add_argument("--T", type=int, default=1000, help="diffusion steps (default 1000)")
+    _common.add_training_arguments(parser)
     parser.add_argument("--label-dropout", type=float, default=0.1, help="p of the null label while training")
-    parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 3.0], help="weights w (default 0 1 3)")
     parser.add_argument("--per-class", type=int, default=100, help="samples per digit and w for the measures")
-    parser.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
-    parser.add_argument("--sample-steps", type=int, default=100, help="DDIM steps (default 100)")
-    parser.add_argument("--classifier", default=os.path.join("runs", "classifier.npz"),
-                        help="examples/train_classifier.py's output ('none' to skip accuracy)")
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "array_api_strict"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    _common.add_sampler_arguments(parser)
+    _common.add_classifier_argument(parser)
     args = parser.parse_args(argv)
     if any(not w >= 0 for w in args.guidance):
         parser.error(f"--guidance: every weight w must be >= 0, got {args.guidance}")
     if args.per_class < 2:
         parser.error(f"--per-class must be >= 2 (diversity needs pairs), got {args.per_class}")
-    if args.checkpoint and args.resume:
-        parser.error("--checkpoint loads a finished run and --resume continues the one in --out: pick one")
-    if args.resume and not os.path.exists(os.path.join(args.out, "checkpoint.npz")):
-        parser.error(f"--resume: no checkpoint.npz in {args.out}; train without --resume first")
-    B.set_backend(args.backend)  # before any array is made
-    os.makedirs(args.out, exist_ok=True)
+    _common.check_resume(parser, args)
+    _common.prepare(args)
     progress = not args.no_progress
 
     run = None
@@ -175,13 +121,12 @@ def main(argv=None):
         data_name, data_dir = saved["data"], args.data_dir or saved["data_dir"]
     else:
         data_name, data_dir = args.data, args.data_dir
-    held_out = held_out_images(data_name, data_dir)
+    held_out = _common.held_out_images(data_name, data_dir)
     real, real_labels = reference_images(held_out, seed=args.seed)
-    judge = load_judge(args.classifier, held_out.dim, data_name)
+    judge = _common.load_judge(args.classifier, held_out.dim, data_name)
     judge_real = None
     if judge is not None:
-        predict = classifier_module().predict
-        judge_real = float(np.mean(predict(judge, real) == real_labels))
+        judge_real = float(np.mean(_common.judge_predict(judge, real) == real_labels))
         print(f"classifier accuracy on the real images: {judge_real:.3f}")
 
     if run is None:
@@ -191,16 +136,7 @@ def main(argv=None):
             depth=args.blocks, T=args.T, prediction="x0", schedule="cosine", ema=args.ema, seed=args.seed,
             warmup=500, checkpoint_every=1000,
         )
-        start = time.perf_counter()
-        if not args.steps and not args.resume:  # end the cosine decay when the time budget ends
-            config = dataclasses.replace(config, steps=T.steps_for_budget(config, args.minutes * 60))
-            config = dataclasses.replace(config, warmup=min(500, config.steps // 10))
-            print(f"planning {config.steps} steps for {args.minutes:g} minutes (timed here)")
-        result = T.train(config, args.out, resume=args.resume, progress=progress,
-                         max_seconds=args.minutes * 60 - (time.perf_counter() - start))
-        run = result.run
-        print(f"trained to step {run.step} in {(time.perf_counter() - start) / 60:.1f} min "
-              f"({len(result.losses) / max(result.seconds, 1e-9):.1f} steps/s)")
+        run = _common.train_within_budget(config, args).run
     run = T.use_ema_weights(run)
 
     classes = run.num_classes
@@ -223,7 +159,7 @@ def main(argv=None):
         seconds = time.perf_counter() - start
         row = {"w": w, "seconds": seconds, "accuracy": None, "accuracy_per_class": None}
         if judge is not None:
-            correct = predict(judge, samples) == labels
+            correct = _common.judge_predict(judge, samples) == labels
             row["accuracy"] = float(np.mean(correct))
             row["accuracy_per_class"] = [float(np.mean(correct[labels == k])) for k in range(classes)]
         ratios = diversity_ratios(samples, labels, real, real_labels, classes)
@@ -242,9 +178,7 @@ def main(argv=None):
                                   row_labels=list(range(classes)),
                                   title="guidance w = " + ", ".join(f"{w:g}" for w in args.guidance)
                                   + " (left to right)"))
-    samples_path = os.path.join(args.out, "samples.npz")
-    np.savez(samples_path, **arrays)
-    written.append(samples_path)
+    written.append(_common.save_npz(os.path.join(args.out, "samples.npz"), **arrays))
 
     print(f"\n{'w':>5} {'accuracy':>9} {'diversity':>10} {'seconds':>8}   "
           f"({args.per_class} per digit, {args.sampler}"
@@ -261,10 +195,7 @@ def main(argv=None):
         "classifier_accuracy_on_real": judge_real, "real_images": int(real.shape[0]),
         "guidance": rows,
     }
-    results_path = os.path.join(args.out, "results.json")
-    with open(results_path, "w") as file:
-        json.dump(results, file, indent=2)
-    written.append(results_path)
+    written.append(_common.save_json(os.path.join(args.out, "results.json"), results))
     print("wrote " + ", ".join(written))
     return 0
 

@@ -16,14 +16,13 @@ the first time it meets it, which would otherwise be charged to training.
 Without CuPy or a GPU the script says so and exits cleanly.
 """
 
-import argparse
 import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common.py, beside this file
+import _common  # noqa: E402  (it also finds tinydiff in this checkout)
 
 import numpy as np  # noqa: E402
 
@@ -80,20 +79,17 @@ def save_samples(samples, image_shape, name, path, title):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.argument_parser(__doc__, out=None, progress=False,
+                                     out_help="keep both runs and sample pictures here (default: a temp folder)")
     parser.add_argument("--data", default="digits", choices=data_module.DATASETS_2D + ("digits",),
                         help="digits (8x8 images, residual MLP) or a 2D set (MLP); default digits")
     parser.add_argument("--steps", type=int, default=500, help="training steps on each backend (default 500)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed CuPy steps first (kernel compilation)")
     parser.add_argument("--samples", type=int, default=100, help="samples drawn after training (default 100)")
     parser.add_argument("--sample-steps", type=int, default=50, help="DDIM steps (default 50)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="keep both runs and sample pictures here (default: a temp folder)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar (needs tqdm; off: it costs time)")
     args = parser.parse_args(argv)
-    for name in ("steps", "samples", "sample_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    _common.check_at_least(parser, args, 1, "steps", "samples", "sample_steps")
 
     problem = gpu_problem()
     if problem is not None:

@@ -21,20 +21,18 @@ Writes into --out: inpaint.png (rows: original, masked input, filled),
 inpaint.npz (original, mask, filled, labels) and results.json.
 """
 
-import argparse
-import json
 import os
 import sys
 import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common.py, beside this file
+import _common  # noqa: E402  (it also finds tinydiff in this checkout)
 
-from tinydiff import backend as B
-from tinydiff import samplers, viz
-from tinydiff import train as T
+import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the other examples, for their helpers
-from conditional_mnist import classifier_module, held_out_images, load_judge  # noqa: E402
+from tinydiff import backend as B  # noqa: E402
+from tinydiff import samplers  # noqa: E402
+from tinydiff import train as T  # noqa: E402
 
 MASKS = ("left", "right", "top", "bottom")
 SHOWN = 16  # columns in the figure
@@ -58,30 +56,22 @@ def half_mask(image_shape, hidden):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.argument_parser(__doc__, out=os.path.join("runs", "inpaint-mnist"), data_dir=True,
+                                     backend=True)
     parser.add_argument("--checkpoint", default=os.path.join("runs", "mnist"),
                         help="an unconditional run, folder or checkpoint.npz (default runs/mnist)")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default=os.path.join("runs", "inpaint-mnist"))
     parser.add_argument("--mask", default="all", choices=MASKS + ("all",),
                         help="the half to hide and fill; all takes left, right, top, bottom in turn")
     parser.add_argument("--n", type=int, default=64, help="test images to fill (default 64)")
     parser.add_argument("--resamplings", type=int, default=10, help="RePaint r (1: plain replacement)")
     parser.add_argument("--jump-length", type=int, default=10, help="RePaint j, levels per jump back")
-    parser.add_argument("--classifier", default=os.path.join("runs", "classifier.npz"),
-                        help="examples/train_classifier.py's output ('none' to skip)")
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "array_api_strict"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    _common.add_classifier_argument(parser)
     args = parser.parse_args(argv)
-    for name in ("n", "resamplings", "jump_length"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    _common.check_at_least(parser, args, 1, "n", "resamplings", "jump_length")
     if not os.path.exists(args.checkpoint):
         parser.error(f"--checkpoint: nothing at {args.checkpoint}; train a model first, for example\n"
                      f"    python examples/train_mnist.py --data-dir DIR --out {args.checkpoint}")
-    B.set_backend(args.backend)  # before any array is made
-    os.makedirs(args.out, exist_ok=True)
+    _common.prepare(args)
 
     run = T.use_ema_weights(T.load_run(args.checkpoint))
     if run.config.superres:
@@ -90,12 +80,10 @@ def main(argv=None):
     if run.image_shape is None:
         parser.error(f"--checkpoint {args.checkpoint} was trained on 2D points ({run.config.data}), not images")
     print(f"loaded {args.checkpoint} ({run.config.data}, step {run.step}, T = {run.diffusion.T})")
-    judge = load_judge(args.classifier, run.data_dim, run.config.data)  # before the long part: a bad one stops now
+    judge = _common.load_judge(args.classifier, run.data_dim, run.config.data)  # before the long part: a bad one stops now
 
-    dataset = held_out_images(run.config.data, args.data_dir or run.config.data_dir)
-    if args.n > len(dataset):
-        parser.error(f"--n {args.n} is more than the {len(dataset)} held-out images")
-    index = np.sort(np.random.default_rng(args.seed).choice(len(dataset), size=args.n, replace=False))
+    dataset = _common.held_out_images(run.config.data, args.data_dir or run.config.data_dir)
+    index = _common.pick_held_out(parser, dataset, args.n, args.seed)
     original, labels = dataset.x[index], dataset.labels[index]  # (n, H*W) in [-1, 1]
     hidden = [MASKS[i % 4] if args.mask == "all" else args.mask for i in range(args.n)]
     mask = np.stack([half_mask(run.image_shape, side) for side in hidden])  # (n, H*W), 1 = known
@@ -121,23 +109,18 @@ def main(argv=None):
         "classifier": None, "accuracy_original": None, "accuracy_masked": None, "accuracy_filled": None,
     }
     if judge is not None:
-        predict = classifier_module().predict
         for name, images in (("original", original), ("masked", masked), ("filled", np.clip(filled, -1, 1))):
-            results[f"accuracy_{name}"] = float(np.mean(predict(judge, images) == labels))
+            results[f"accuracy_{name}"] = float(np.mean(_common.judge_predict(judge, images) == labels))
         results["classifier"] = args.classifier
         print(f"classified as the original digit: originals {results['accuracy_original']:.3f}, "
               f"masked inputs {results['accuracy_masked']:.3f}, filled {results['accuracy_filled']:.3f}")
 
-    shown = min(SHOWN, args.n)
-    rows = np.concatenate([original[:shown], masked[:shown], filled[:shown]])  # (3 * shown, H*W)
-    figure = viz.image_grid(rows.reshape((-1,) + tuple(run.image_shape)), os.path.join(args.out, "inpaint.png"),
-                            nrow=shown, row_labels=["original", "masked", "filled"],
-                            title=f"RePaint, mask {args.mask}, r = {args.resamplings}, j = {args.jump_length}")
-    arrays_path = os.path.join(args.out, "inpaint.npz")
-    np.savez(arrays_path, original=original, mask=mask, filled=filled, labels=labels)
-    results_path = os.path.join(args.out, "results.json")
-    with open(results_path, "w") as file:
-        json.dump(results, file, indent=2)
+    figure = _common.image_rows(os.path.join(args.out, "inpaint.png"),
+                                {"original": original, "masked": masked, "filled": filled}, run.image_shape, SHOWN,
+                                f"RePaint, mask {args.mask}, r = {args.resamplings}, j = {args.jump_length}")
+    arrays_path = _common.save_npz(os.path.join(args.out, "inpaint.npz"), original=original, mask=mask,
+                                   filled=filled, labels=labels)
+    results_path = _common.save_json(os.path.join(args.out, "results.json"), results)
     print(f"wrote {figure}, {arrays_path}, {results_path}")
     return 0
 

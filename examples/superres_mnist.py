@@ -23,21 +23,18 @@ Writes into --out: checkpoint.npz and losses.csv (when it trains),
 superres.png, superres.npz (low, sample, original) and results.json.
 """
 
-import argparse
-import dataclasses
-import json
 import os
 import sys
 import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common.py, beside this file
+import _common  # noqa: E402  (it also finds tinydiff in this checkout)
 
-from tinydiff import backend as B
-from tinydiff import samplers, viz
-from tinydiff import train as T
+import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the other examples, for their helpers
-from conditional_mnist import held_out_images  # noqa: E402
+from tinydiff import backend as B  # noqa: E402
+from tinydiff import samplers  # noqa: E402
+from tinydiff import train as T  # noqa: E402
 
 SHOWN = 16  # columns in the figure
 
@@ -57,39 +54,19 @@ def different_digit_distance(low, labels, pairs=2000, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.argument_parser(__doc__, out=os.path.join("runs", "superres-mnist"), data_dir=True,
+                                     backend=True)
     parser.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist", "digits"])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default=os.path.join("runs", "superres-mnist"))
     parser.add_argument("--checkpoint", default=None, help="a trained super-resolution run: no training")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--factor", type=int, default=2, help="downsampling factor (default 2: 28x28 from 14x14)")
-    parser.add_argument("--minutes", type=float, default=19.0, help="training time budget (default 19)")
-    parser.add_argument("--steps", type=int, default=0,
-                        help="steps the learning-rate schedule plans for (default: as many as fit in --minutes)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--width", type=int, default=1024)
-    parser.add_argument("--blocks", type=int, default=2)
-    parser.add_argument("--T", type=int, default=1000, help="diffusion steps (default 1000)")
-    parser.add_argument("--ema", type=float, default=0.999)
+    _common.add_training_arguments(parser)
     parser.add_argument("--n", type=int, default=64, help="test images to super-resolve (default 64)")
-    parser.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
-    parser.add_argument("--sample-steps", type=int, default=100, help="DDIM steps (default 100)")
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "array_api_strict"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    _common.add_sampler_arguments(parser)
     args = parser.parse_args(argv)
-    if args.checkpoint and args.resume:
-        parser.error("--checkpoint loads a finished run and --resume continues the one in --out: pick one")
-    if args.factor < 2:
-        parser.error(f"--factor must be an integer >= 2, got {args.factor}")
-    if args.n < 1:
-        parser.error(f"--n must be >= 1, got {args.n}")
-    if args.resume and not os.path.exists(os.path.join(args.out, "checkpoint.npz")):
-        parser.error(f"--resume: no checkpoint.npz in {args.out}; train without --resume first")
-    B.set_backend(args.backend)  # before any array is made
-    os.makedirs(args.out, exist_ok=True)
+    _common.check_at_least(parser, args, 2, "factor")
+    _common.check_at_least(parser, args, 1, "n")
+    _common.check_resume(parser, args)
+    _common.prepare(args)
     progress = not args.no_progress
 
     if args.checkpoint:
@@ -104,23 +81,12 @@ def main(argv=None):
             prediction="x0", schedule="cosine", ema=args.ema, seed=args.seed,
             warmup=500, checkpoint_every=1000,
         )
-        start = time.perf_counter()
-        if not args.steps and not args.resume:  # end the cosine decay when the time budget ends
-            config = dataclasses.replace(config, steps=T.steps_for_budget(config, args.minutes * 60))
-            config = dataclasses.replace(config, warmup=min(500, config.steps // 10))
-            print(f"planning {config.steps} steps for {args.minutes:g} minutes (timed here)")
-        result = T.train(config, args.out, resume=args.resume, progress=progress,
-                         max_seconds=args.minutes * 60 - (time.perf_counter() - start))
-        run = result.run
-        print(f"trained to step {run.step} in {(time.perf_counter() - start) / 60:.1f} min "
-              f"({len(result.losses) / max(result.seconds, 1e-9):.1f} steps/s)")
+        run = _common.train_within_budget(config, args).run
     run = T.use_ema_weights(run)
     factor, image_shape = run.config.superres, tuple(run.image_shape)
 
-    dataset = held_out_images(run.config.data, args.data_dir or run.config.data_dir)
-    if args.n > len(dataset):
-        parser.error(f"--n {args.n} is more than the {len(dataset)} held-out images")
-    index = np.sort(np.random.default_rng(args.seed).choice(len(dataset), size=args.n, replace=False))
+    dataset = _common.held_out_images(run.config.data, args.data_dir or run.config.data_dir)
+    index = _common.pick_held_out(parser, dataset, args.n, args.seed)
     original = dataset.x[index]  # (n, H*W)
     low = low_resolution(original, image_shape, factor)  # (n, H*W), constant on each block
 
@@ -146,13 +112,11 @@ def main(argv=None):
     print(f"mean |output - original|: {detail:.4f}  (|blown-up low-res - original|: {blur:.4f}; "
           f"the output is one plausible digit, not the original)")
 
-    shown = min(SHOWN, args.n)
-    rows = np.concatenate([low[:shown], sample[:shown], original[:shown]])  # (3 * shown, H*W)
-    figure = viz.image_grid(rows.reshape((-1,) + image_shape), os.path.join(args.out, "superres.png"), nrow=shown,
-                            row_labels=[f"{h // factor}x{w // factor}", "sample", "original"],
-                            title=f"super-resolution x{factor}, {run.step} steps")
-    arrays_path = os.path.join(args.out, "superres.npz")
-    np.savez(arrays_path, low=low, sample=sample, original=original, labels=dataset.labels[index])
+    figure = _common.image_rows(os.path.join(args.out, "superres.png"),
+                                {f"{h // factor}x{w // factor}": low, "sample": sample, "original": original},
+                                image_shape, SHOWN, f"super-resolution x{factor}, {run.step} steps")
+    arrays_path = _common.save_npz(os.path.join(args.out, "superres.npz"), low=low, sample=sample, original=original,
+                                   labels=dataset.labels[index])
     results = {
         "data": run.config.data, "factor": factor, "train_steps": run.step, "T": run.diffusion.T,
         "sampler": args.sampler, "sample_steps": args.sample_steps if args.sampler == "ddim" else run.diffusion.T,
@@ -160,9 +124,7 @@ def main(argv=None):
         "low_res_error": consistency, "different_digits_low_res_distance": scale,
         "output_original_distance": detail, "low_res_original_distance": blur,
     }
-    results_path = os.path.join(args.out, "results.json")
-    with open(results_path, "w") as file:
-        json.dump(results, file, indent=2)
+    results_path = _common.save_json(os.path.join(args.out, "results.json"), results)
     print(f"wrote {figure}, {arrays_path}, {results_path}")
     return 0
 

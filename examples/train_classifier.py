@@ -8,17 +8,19 @@ digit a generated image shows. Its weights are saved like any checkpoint
 by ``save_classifier`` and read back by ``load_classifier``.
 """
 
-import argparse
 import os
 import sys
 import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common.py, beside this file
+import _common  # noqa: E402  (it also finds tinydiff in this checkout)
 
-from tinydiff import backend as B
-from tinydiff import data, nn, optim
-from tinydiff.autograd import no_grad
-from tinydiff.train import read_npz, write_npz_atomic
+import numpy as np  # noqa: E402
+
+from tinydiff import backend as B  # noqa: E402
+from tinydiff import data, nn, optim  # noqa: E402
+from tinydiff.autograd import no_grad  # noqa: E402
+from tinydiff.train import read_npz, write_npz_atomic  # noqa: E402
 
 FORMAT = "tinydiff-classifier"
 
@@ -48,14 +50,13 @@ def predict(model, x, batch_size=2000):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.argument_parser(__doc__, out=os.path.join("runs", "classifier.npz"), out_kind="file",
+                                     out_help="the classifier's .npz (default runs/classifier.npz)", progress=False,
+                                     data_dir=True)
     parser.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist", "digits"])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default=os.path.join("runs", "classifier.npz"))
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     train_set = data.load(args.data, data_dir=args.data_dir)

@@ -15,41 +15,30 @@ every residual block, LayerNorm in the blocks, the cosine schedule, and an
 EMA of the weights.
 """
 
-import argparse
-import dataclasses
 import os
 import sys
 import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common.py, beside this file
+import _common  # noqa: E402  (it also finds tinydiff in this checkout)
 
-from tinydiff import backend as B
-from tinydiff import samplers, viz
-from tinydiff import train as T
+import numpy as np  # noqa: E402
+
+from tinydiff import backend as B  # noqa: E402
+from tinydiff import samplers, viz  # noqa: E402
+from tinydiff import train as T  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.argument_parser(__doc__, out=os.path.join("runs", "mnist"), data_dir=True)
     parser.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist"])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default=os.path.join("runs", "mnist"))
-    parser.add_argument("--minutes", type=float, default=19.0, help="training time budget (default 19)")
-    parser.add_argument("--steps", type=int, default=0,
-                        help="steps the learning-rate schedule plans for (default: as many as fit in --minutes, "
-                             "from the speed of a short timing run)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--width", type=int, default=1024)
-    parser.add_argument("--blocks", type=int, default=2)
+    _common.add_training_arguments(parser, diffusion_steps=False)
     parser.add_argument("--prediction", default="x0", choices=["eps", "x0", "v"])
     parser.add_argument("--schedule", default="cosine")
     parser.add_argument("--loss-weighting", default="simple", choices=["simple", "min_snr", "vlb"])
-    parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--sample-steps", type=int, default=100, help="DDIM steps for the grid (0: DDPM 1000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    _common.check_resume(parser, args)
 
     config = T.TrainConfig(
         data=args.data, data_dir=args.data_dir, steps=args.steps or None, batch_size=args.batch_size, lr=args.lr,
@@ -58,17 +47,9 @@ def main(argv=None):
         schedule=args.schedule, ema=args.ema, seed=args.seed, warmup=500, checkpoint_every=1000,
     )
     start = time.perf_counter()
-    dataset = T.load_data(config)
-    if not args.steps and not args.resume:
-        # Plan the cosine decay to end when the time budget does: time a few steps first.
-        steps = T.steps_for_budget(config, args.minutes * 60 - (time.perf_counter() - start), dataset)
-        config = dataclasses.replace(config, steps=max(1000, steps))
-        print(f"planning {config.steps} steps for {args.minutes:g} minutes (timed here)")
-    result = T.train(config, args.out, resume=args.resume, progress=not args.no_progress, dataset=dataset,
-                     max_seconds=args.minutes * 60 - (time.perf_counter() - start))
+    dataset = T.load_data(config)  # inside the budget
+    result = _common.train_within_budget(config, args, dataset, fewest_steps=1000, started=start)
     minutes = (time.perf_counter() - start) / 60
-    print(f"trained to step {result.run.step} in {minutes:.1f} min "
-          f"({len(result.losses) / max(result.seconds, 1e-9):.1f} steps/s)")
 
     run = T.use_ema_weights(result.run)
     rng = B.default_rng(args.seed)
@@ -81,7 +62,7 @@ def main(argv=None):
         samples = samplers.ddpm(run.model, run.diffusion, shape, rng, clip_x0=True, progress=not args.no_progress)
     samples = np.clip(B.to_numpy(samples), -1, 1)
     print(f"sampled 100 digits in {time.perf_counter() - t0:.1f} s")
-    np.save(os.path.join(args.out, "samples.npy"), samples)
+    _common.save_npy(os.path.join(args.out, "samples.npy"), samples)
     images = samples.reshape((-1,) + tuple(run.image_shape))
     grid = viz.image_grid(images, os.path.join(args.out, "samples.png"), nrow=10,
                           title=f"MNIST, {result.run.step} steps ({minutes:.0f} min), DDIM {args.sample_steps}")

@@ -17,17 +17,14 @@ Writes to --out: toy2d.png (a column per set: the data above, the samples
 below) and one training run per set (checkpoint.npz, losses.csv).
 """
 
-import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common.py, beside this file
+import _common  # noqa: E402  (it also finds tinydiff in this checkout)
 
 import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 
 from tinydiff import backend as B  # noqa: E402
 from tinydiff import data as data_module  # noqa: E402
@@ -82,21 +79,14 @@ def print_table(rows, log=print):
 def plot(rows, path, title):
     """A column per set: the data (grey) above, the samples (colour) below, same limits."""
     columns = len(rows)
-    fig = Figure(figsize=(2.4 * columns, 5.0), dpi=viz.DPI, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _common.figure(2.4 * columns, 5.0)
     for j, r in enumerate(rows):
         data, samples = r["data"], r["samples"]
-        low, high = np.percentile(data, [0.5, 99.5], axis=0)
-        center, half = (low + high) / 2, float(np.max(high - low)) / 2 * 1.3
-        size = float(np.clip(2000.0 / len(data), 1.0, 12.0))
+        view, size = _common.square_view(data), _common.point_size(len(data))
         for i, (points, color, label) in enumerate(((data, viz.DATA_COLOR, "data"),
                                                     (samples, viz.POINT_COLOR, "samples"))):
             ax = fig.add_subplot(2, columns, i * columns + j + 1)
-            ax.scatter(points[:, 0], points[:, 1], s=size, c=color, linewidths=0,
-                       alpha=1.0 if i == 0 else 0.7)
-            ax.set_xlim(center[0] - half, center[0] + half)
-            ax.set_ylim(center[1] - half, center[1] + half)
-            ax.set_aspect("equal")
+            _common.scatter_panel(ax, [(points, color, 1.0 if i == 0 else 0.7)], view, size)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
@@ -105,30 +95,19 @@ def plot(rows, path, title):
                 ax.set_title(f"SW {r['distance']:.3f} (floor {r['floor']:.3f})", fontsize="small")
             if j == 0:
                 ax.set_ylabel(label)
-    fig.suptitle(title)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=viz.DPI)
-    return path
+    return _common.save_figure(fig, path, title)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per set (default: the train default, 20000)")
+    parser = _common.argument_parser(__doc__, out=os.path.join("runs", "toy2d"))
+    parser.add_argument("--steps", type=int, default=T.TrainConfig().resolved(image_data=False).steps,
+                        help="training steps per set (default: the train default, %(default)s)")
     parser.add_argument("--sets", default=",".join(data_module.DATASETS_2D), help="comma-separated (default: all)")
     parser.add_argument("--n", type=int, default=2000, help="samples per set (default 2000)")
     parser.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
     parser.add_argument("--ddim-steps", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join("runs", "toy2d"))
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.steps is None:
-        args.steps = T.TrainConfig().resolved(image_data=False).steps
-    try:
-        sets = parse_sets(args.sets)
-    except ValueError as error:
-        parser.error(str(error))
+    sets = _common.parse_or_refuse(parser, parse_sets, args.sets)
     if args.steps < 1 or args.n < 2 or args.ddim_steps < 1:
         parser.error("--steps and --ddim-steps must be >= 1, --n >= 2")
 

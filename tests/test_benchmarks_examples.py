@@ -95,6 +95,33 @@ def test_train_toy2d_trains_samples_and_measures(tmp_path, capsys):
         example.main(["--sets", "moons,nope", "--out", str(out)])
 
 
+EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.py") if not p.stem.startswith("_"))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_example_refuses_an_empty_out_by_name(name, tmp_path, capsys, monkeypatch):
+    """``--out ""`` would write into the current folder: argparse refuses it, naming --out, before any work."""
+    monkeypatch.chdir(tmp_path)
+    example = _load(f"examples/{name}.py")
+    with pytest.raises(SystemExit) as stopped:
+        example.main(["--out", ""])
+    assert stopped.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "argument --out: must name a" in errors[0], errors
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_hand_written_networks_agree_with_tinydiff(capsys):
+    """benchmarks/handwritten.py, the engine benchmark's yardstick, computes what tinydiff computes: the loss,
+    every gradient and two Adam steps from the same weights and batches (engine.py's own check)."""
+    engine = _load("benchmarks/engine.py")
+    for key in ("mlp256", "resmlp128"):
+        config = engine.CONFIGS[key]
+        state = engine.initial_state(config)
+        assert engine.check(config, state, engine.TinydiffSide(config, state), engine.HandSide(config, state))
+    assert capsys.readouterr().out.count(": OK") == 2
+
+
 @pytest.mark.parametrize("script", ["benchmarks/gpu.py", "examples/gpu.py"])
 def test_gpu_scripts_exit_cleanly_without_cupy(script):
     completed = _run_without_cupy(script)

@@ -85,6 +85,7 @@ def test_conditional_example_trains_measures_guidance_and_reloads(tmp_path, clas
         assert np.isclose(np.mean(row["accuracy_per_class"]), row["accuracy"])  # equal class sizes
         assert 0.0 < row["diversity_ratio"] < 3.0 and len(row["diversity_ratio_per_class"]) == 10
     assert "diversity" in printed and "results.json" in printed
+    assert not [name for name in os.listdir(out) if name.endswith(".part")]  # every file written whole
     with np.load(os.path.join(out, "samples.npz"), allow_pickle=False) as saved:
         assert saved["w3"].shape == (50, 64) and np.array_equal(saved["labels"], np.repeat(np.arange(10), 5))
         assert np.abs(saved["w3"]).max() <= 1.0
