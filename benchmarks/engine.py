@@ -135,7 +135,7 @@ class TinydiffSide:
     def __init__(self, config, state):
         self.model = tinydiff_model(config)
         self.model.load_state_dict(state)
-        self.optimizer = optim.Adam(self.model.parameters(), lr=LR)
+        self.optimizer = optim.Adam(optim.ParameterVector(self.model.parameters()), lr=LR)  # as train() does
         self.batches = NumpyBatches(config)
 
     def loss_and_grad(self, x_t, t, noise):

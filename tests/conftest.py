@@ -55,3 +55,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+# -- helpers the test files share (import them: from conftest import host, as_f64) --
+
+
+def host(x):
+    """A backend array (or Tensor) as a host NumPy array."""
+    return B.to_numpy(x)
+
+
+def as_f64(values):
+    """Values as a float64 array of the current backend (gradient checks and equation tests)."""
+    import numpy as np
+
+    return B.asarray(np.asarray(values, dtype=np.float64), dtype=B.float64())

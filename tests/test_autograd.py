@@ -14,12 +14,9 @@ from tinydiff import autograd as A
 from tinydiff import backend as B
 from tinydiff.autograd import Tensor, no_grad
 from tinydiff.gradcheck import GradcheckError, gradcheck
+from conftest import as_f64
 
 BROADCAST_PAIRS = [((3, 2), (3, 2)), ((3, 2), (1, 2)), ((3, 2), (2,)), ((3, 2), ()), ((), (3, 2)), ((2,), (4, 1))]
-
-
-def f64(values):
-    return B.asarray(np.asarray(values, dtype=np.float64), dtype=B.dtype("float64"))
 
 
 def rand(shape, seed=0, low=-1.0, high=1.0, away_from=None):
@@ -27,7 +24,7 @@ def rand(shape, seed=0, low=-1.0, high=1.0, away_from=None):
     values = rng.uniform(low, high, size=shape)
     if away_from is not None:  # keep test points off kinks (relu at 0)
         values = np.where(np.abs(values - away_from) < 0.1, values + 0.3, values)
-    return f64(values)
+    return as_f64(values)
 
 
 def check(fn, *arrays):
@@ -97,15 +94,15 @@ def cases_for(name):
     if name in ("softmax", "log_softmax"):
         fn = getattr(A, name)
         return [
-            (lambda a: fn(a, axis=-1) * f64(np.arange(4.0)), [rand((3, 4), 1)]),
-            (lambda a: fn(a, axis=0) * f64(np.arange(4.0)), [rand((3, 4), 2)]),
-            (lambda a: fn(a, axis=0) * f64(np.arange(5.0)), [rand((5,), 3)]),
+            (lambda a: fn(a, axis=-1) * as_f64(np.arange(4.0)), [rand((3, 4), 1)]),
+            (lambda a: fn(a, axis=0) * as_f64(np.arange(4.0)), [rand((3, 4), 2)]),
+            (lambda a: fn(a, axis=0) * as_f64(np.arange(5.0)), [rand((5,), 3)]),
         ]
     if name == "reshape":
-        return [(lambda a: A.reshape(a, (3, 4)) * f64(np.arange(12.0).reshape(3, 4)), [rand((2, 6), 1)])]
+        return [(lambda a: A.reshape(a, (3, 4)) * as_f64(np.arange(12.0).reshape(3, 4)), [rand((2, 6), 1)])]
     if name == "transpose":
         return [
-            (lambda a: A.transpose(a) * f64(np.arange(6.0).reshape(3, 2)), [rand((2, 3), 1)]),
+            (lambda a: A.transpose(a) * as_f64(np.arange(6.0).reshape(3, 2)), [rand((2, 3), 1)]),
             (lambda a: A.transpose(a, (1, 2, 0)), [rand((2, 3, 4), 2)]),
         ]
     if name == "getitem":
@@ -116,7 +113,7 @@ def cases_for(name):
         ]
     if name == "take_rows":
         index = B.asarray(np.array([0, 2, 2, 1]), dtype=B.dtype("int64"))
-        return [(lambda a: A.take_rows(a, index) * f64(np.arange(12.0).reshape(4, 3)), [rand((3, 3), 1)])]
+        return [(lambda a: A.take_rows(a, index) * as_f64(np.arange(12.0).reshape(4, 3)), [rand((3, 3), 1)])]
     if name == "concatenate":
         return [
             (lambda a, b: A.concatenate([a, b], axis=0), [rand((2, 3), 1), rand((1, 3), 2)]),
@@ -131,13 +128,13 @@ def cases_for(name):
         ]
     if name == "layer_norm":
         return [
-            (lambda x, w, b: A.layer_norm(x, w, b) * f64(np.arange(5.0)), [rand((3, 5), 1), rand((5,), 2), rand((5,), 3)]),
-            (lambda x: A.layer_norm(x) * f64(np.arange(5.0)), [rand((3, 5), 4)]),
+            (lambda x, w, b: A.layer_norm(x, w, b) * as_f64(np.arange(5.0)), [rand((3, 5), 1), rand((5,), 2), rand((5,), 3)]),
+            (lambda x: A.layer_norm(x) * as_f64(np.arange(5.0)), [rand((3, 5), 4)]),
         ]
     if name == "mse":
         return [
             (lambda p, y: A.mse(p, y), [rand((4, 3), 1), rand((4, 3), 2)]),
-            (lambda p, y: A.mse(p, y, f64(np.array([0.5, 1.0, 2.0, 3.0]))), [rand((4, 3), 3), rand((4, 3), 4)]),
+            (lambda p, y: A.mse(p, y, as_f64(np.array([0.5, 1.0, 2.0, 3.0]))), [rand((4, 3), 3), rand((4, 3), 4)]),
         ]
     return None
 
@@ -182,7 +179,7 @@ def test_gradcheck_refuses_float32():
 
 
 def test_node_used_twice_accumulates(backend):
-    a = Tensor(f64([1.5, -2.0]), requires_grad=True)
+    a = Tensor(as_f64([1.5, -2.0]), requires_grad=True)
     b = a + a
     c = b * a  # c = 2 a^2, dc/da = 4 a
     c.sum().backward()
@@ -210,7 +207,7 @@ def test_graph_is_freed_after_backward():
 
 
 def test_no_grad_builds_no_graph(backend):
-    x = Tensor(f64([1.0, 2.0]), requires_grad=True)
+    x = Tensor(as_f64([1.0, 2.0]), requires_grad=True)
     with no_grad():
         y = (x * 3.0).exp().sum()
     assert not y.requires_grad and y._parents == ()
@@ -226,8 +223,8 @@ def test_grad_accumulates_across_backward_calls():
 
 
 def test_numbers_and_arrays_mix_with_tensors(backend):
-    x = Tensor(f64([1.0, 2.0]), requires_grad=True)
-    arr = f64([10.0, 20.0])
+    x = Tensor(as_f64([1.0, 2.0]), requires_grad=True)
+    arr = as_f64([10.0, 20.0])
     y = 2.0 * x + x * arr - 1.0 + (3.0 - x) / 2.0
     y.sum().backward()
     assert np.allclose(B.to_numpy(x.grad), [2.0 + 10.0 - 0.5, 2.0 + 20.0 - 0.5])
@@ -258,14 +255,14 @@ def test_float32_in_gives_float32_out_for_every_op(backend):
 
 
 def test_take_rows_adds_repeated_rows(backend):
-    table = Tensor(f64(np.zeros((3, 2))), requires_grad=True)
+    table = Tensor(as_f64(np.zeros((3, 2))), requires_grad=True)
     picked = A.take_rows(table, B.asarray(np.array([1, 1, 1, 0]), dtype=B.dtype("int64")))
     picked.sum().backward()
     assert np.allclose(B.to_numpy(table.grad), [[1, 1], [3, 3], [0, 0]])
 
 
 def test_stable_forms_do_not_overflow(backend):
-    big = Tensor(f64([-1000.0, 0.0, 1000.0]))
+    big = Tensor(as_f64([-1000.0, 0.0, 1000.0]))
     assert np.allclose(B.to_numpy(big.softplus().data), [0.0, math.log(2.0), 1000.0])
     assert np.allclose(B.to_numpy(big.sigmoid().data), [0.0, 0.5, 1.0])
     assert np.isclose(float(B.to_numpy(big.logsumexp().data)), 1000.0)
@@ -280,7 +277,7 @@ def test_backward_requires_a_scalar_or_a_gradient():
 
 def test_reductions_match_numpy(backend):
     values = np.random.default_rng(0).normal(size=(2, 3, 4))
-    x = Tensor(f64(values))
+    x = Tensor(as_f64(values))
     for axis in (None, 0, 1, (0, 2)):
         for keepdims in (False, True):
             assert np.allclose(B.to_numpy(x.sum(axis=axis, keepdims=keepdims).data), values.sum(axis=axis, keepdims=keepdims))

@@ -19,18 +19,11 @@ from tinydiff.diffusion import (
     normal_kl,
 )
 from tinydiff.schedules import ScheduleWarning, make_schedule
-
-
-def host(x):
-    return B.to_numpy(x)
-
-
-def f64():
-    return B.dtype("float64")
+from conftest import host
 
 
 def arr(values, dtype=None):
-    return B.asarray(np.asarray(values, dtype=np.float64), dtype=dtype or f64())
+    return B.asarray(np.asarray(values, dtype=np.float64), dtype=dtype or B.float64())
 
 
 def steps(values):
@@ -50,9 +43,9 @@ def test_q_sample_eq4_matches_iterating_eq2(diffusion):
     n, t_final = 20000, 300
     rng = B.default_rng(0)
     x0_row = arr([[1.5, -0.7]])
-    x = B.xp.ones((n, 1), dtype=f64()) * x0_row  # (n, 2), every row x_0
+    x = B.xp.ones((n, 1), dtype=B.float64()) * x0_row  # (n, 2), every row x_0
     for t in range(t_final + 1):  # x_0 -> x_1 -> ... (code steps 0..t_final)
-        x = diffusion.q_step(x, t, rng.normal((n, 2), dtype=f64()))
+        x = diffusion.q_step(x, t, rng.normal((n, 2), dtype=B.float64()))
     iterated = host(x)
     alpha_bar = float(diffusion.schedule.alpha_bars[t_final])
     # Eq. 4: mean sqrt(alpha_bar) x_0, variance 1 - alpha_bar.
@@ -61,7 +54,8 @@ def test_q_sample_eq4_matches_iterating_eq2(diffusion):
     assert np.all(np.abs(iterated.mean(0) - mean) < 5 * se_mean)
     assert np.all(np.abs(iterated.var(0, ddof=1) - var) < 5 * se_var)
     # And q_sample draws from that same law.
-    jumped = host(diffusion.q_sample(B.xp.ones((n, 1), dtype=f64()) * x0_row, t_final, rng.normal((n, 2), dtype=f64())))
+    ones = B.xp.ones((n, 1), dtype=B.float64())
+    jumped = host(diffusion.q_sample(ones * x0_row, t_final, rng.normal((n, 2), dtype=B.float64())))
     assert np.all(np.abs(jumped.mean(0) - mean) < 5 * se_mean)
     assert np.all(np.abs(jumped.var(0, ddof=1) - var) < 5 * se_var)
     m, v, logv = diffusion.q_mean_variance(x0_row, t_final)
@@ -147,7 +141,7 @@ def test_q_posterior_against_numerical_bayes_on_a_grid(backend):
 
 def test_eq15_eq11_and_v_round_trips(diffusion):
     rng = B.default_rng(3)
-    x0, eps = rng.normal((64, 4), dtype=f64()), rng.normal((64, 4), dtype=f64())
+    x0, eps = rng.normal((64, 4), dtype=B.float64()), rng.normal((64, 4), dtype=B.float64())
     t = rng.integers(0, 1000, (64,))
     x_t = diffusion.q_sample(x0, t, eps)
     close = dict(rtol=1e-9, atol=1e-9)
@@ -159,7 +153,7 @@ def test_eq15_eq11_and_v_round_trips(diffusion):
     np.testing.assert_allclose(host(diffusion.predict_x0_from_v(x_t, t, v)), host(x0), **close)
     np.testing.assert_allclose(host(diffusion.predict_eps_from_v(x_t, t, v)), host(eps), **close)
     # Eq. 11 (mean from eps) = Eq. 7 posterior mean at the Eq. 15 x_0 (Eq. 10).
-    other = rng.normal((64, 4), dtype=f64())
+    other = rng.normal((64, 4), dtype=B.float64())
     mean_eq11 = diffusion.mean_from_eps(x_t, t, other)
     mean_eq7, _, _ = diffusion.q_posterior(diffusion.predict_x0_from_eps(x_t, t, other), x_t, t)
     np.testing.assert_allclose(host(mean_eq11), host(mean_eq7), **close)
@@ -175,7 +169,7 @@ def test_eq15_eq11_and_v_round_trips(diffusion):
 def test_split_prediction_and_clipping(backend, prediction_type):
     diffusion = GaussianDiffusion(make_schedule("cosine", 100), prediction_type=prediction_type)
     rng = B.default_rng(4)
-    x0, eps = 1.8 * rng.normal((32, 3), dtype=f64()), rng.normal((32, 3), dtype=f64())
+    x0, eps = 1.8 * rng.normal((32, 3), dtype=B.float64()), rng.normal((32, 3), dtype=B.float64())
     t = rng.integers(0, 100, (32,))
     x_t = diffusion.q_sample(x0, t, eps)
     target = diffusion.training_target(x0, eps, t)
@@ -259,8 +253,8 @@ def _manual_loss(diffusion, output, x0, noise, t, weights):
 def test_training_loss_matches_manual(backend, prediction_type, weighting):
     diffusion = GaussianDiffusion(make_schedule("linear", 200), prediction_type, weighting)
     rng = B.default_rng(5)
-    x0 = rng.normal((16, 2, 3), dtype=f64())
-    noise = rng.normal((16, 2, 3), dtype=f64())
+    x0 = rng.normal((16, 2, 3), dtype=B.float64())
+    noise = rng.normal((16, 2, 3), dtype=B.float64())
     t = rng.integers(0, 200, (16,))
     model = lambda x, t: Tensor(0.5 * x)  # noqa: E731
     loss = diffusion.training_loss(model, x0, rng, t=t, noise=noise)
@@ -277,7 +271,7 @@ def test_training_loss_matches_manual(backend, prediction_type, weighting):
         beta, alpha, ab = host(s.betas)[tt], host(s.alphas)[tt], host(s.alpha_bars)[tt]
         eps_weight = beta**2 / (2 * beta * alpha * (1 - ab))
         weights = {"eps": eps_weight, "x0": eps_weight * snr, "v": eps_weight * snr / (snr + 1)}[prediction_type]
-    np.testing.assert_allclose(host(diffusion.loss_weights(t, dtype=f64())), weights, rtol=1e-12)
+    np.testing.assert_allclose(host(diffusion.loss_weights(t, dtype=B.float64())), weights, rtol=1e-12)
     expected = _manual_loss(diffusion, 0.5 * diffusion.q_sample(x0, t, noise), x0, noise, t, weights)
     assert loss.item() == pytest.approx(expected, rel=1e-12)
 
@@ -361,15 +355,15 @@ def test_vlb_weights_turn_squared_error_into_the_kl_term(backend, prediction_typ
     """The Eq. 12 weights: KL term - KL at the exact mean = D * w_t * mean squared error."""
     diffusion = GaussianDiffusion(make_schedule("cosine", 50), prediction_type, "vlb", variance=variance)
     rng = B.default_rng(11)
-    x0, eps = rng.normal((20, 3), dtype=f64()), rng.normal((20, 3), dtype=f64())
+    x0, eps = rng.normal((20, 3), dtype=B.float64()), rng.normal((20, 3), dtype=B.float64())
     t = rng.integers(1, 50, (20,))
     x_t = diffusion.q_sample(x0, t, eps)
     target = diffusion.training_target(x0, eps, t)
-    output = target + 0.1 * rng.normal((20, 3), dtype=f64())
+    output = target + 0.1 * rng.normal((20, 3), dtype=B.float64())
     term = host(diffusion.vlb_terms(output, x0, x_t, t))
     floor = host(diffusion.vlb_terms(target, x0, x_t, t))  # the exact mean: variance part only
     mse = ((host(output) - host(target)) ** 2).mean(1)
-    weights = host(diffusion.loss_weights(t, dtype=f64()))
+    weights = host(diffusion.loss_weights(t, dtype=B.float64()))
     np.testing.assert_allclose(term - floor, 3 * weights * mse, rtol=1e-8)
 
 
@@ -410,7 +404,7 @@ def test_gaussian_decoder_against_scipy(backend):
 def test_vlb_structure_and_units(backend):
     T = 20
     diffusion = GaussianDiffusion(make_schedule("cosine", T))
-    x0 = B.asarray(np.random.default_rng(13).integers(0, 256, (5, 6)) / 127.5 - 1.0, dtype=f64())
+    x0 = B.asarray(np.random.default_rng(13).integers(0, 256, (5, 6)) / 127.5 - 1.0, dtype=B.float64())
     calls = []
 
     def model(x, t):
@@ -426,7 +420,7 @@ def test_vlb_structure_and_units(backend):
     assert np.all(host(result["terms"])[:, 1:] >= 0)  # KL terms are non-negative
     # Column 0 is the decoder L_0 = -log p(x_0 | x_1) of Eq. 13 (the first
     # noise vlb draws is that of t = 0; sigma_1^2 = beta_1).
-    x_1 = diffusion.q_sample(x0, 0, B.default_rng(14).normal((5, 6), dtype=f64()))
+    x_1 = diffusion.q_sample(x0, 0, B.default_rng(14).normal((5, 6), dtype=B.float64()))
     mean = host(diffusion.p_mean_variance(0.1 * x_1, x_1, 0).mean)
     scale = math.sqrt(float(diffusion.schedule.betas[0]))
     xs = host(x0)

@@ -12,14 +12,7 @@ from tinydiff import backend as B
 from tinydiff import nn, optim, train
 from tinydiff.autograd import Tensor
 from tinydiff.gradcheck import gradcheck
-
-
-def host(x):
-    return B.to_numpy(x)
-
-
-def f64(values):
-    return B.asarray(np.asarray(values, dtype=np.float64), dtype=B.dtype("float64"))
+from conftest import host, as_f64
 
 
 # -- layers -----------------------------------------------------------------
@@ -100,13 +93,13 @@ def test_denoiser_plus_mse_passes_gradcheck_end_to_end(kind, backend):
         model = nn.ResMLPDenoiser(data_dim=3, width=4, blocks=1, emb_dim=4, cond_dim=4, rng=rng)
     elif kind == "mlp-extra-one-t":
         model = nn.MLPDenoiser(data_dim=2, width=4, depth=1, emb_dim=4, extra_dim=2, rng=rng)
-        extra = Tensor(f64(np.random.default_rng(3).normal(size=(3, 2))))
+        extra = Tensor(as_f64(np.random.default_rng(3).normal(size=(3, 2))))
     else:
         model = nn.MLPDenoiser(data_dim=2, width=4, depth=1, emb_dim=4, num_classes=3, rng=rng)
-    params = [f64(host(p.data)) for p in model.parameters()]
+    params = [as_f64(host(p.data)) for p in model.parameters()]
     d = model.data_dim
-    x = f64(np.random.default_rng(1).normal(size=(3, d)))
-    target = f64(np.random.default_rng(2).normal(size=(3, d)))
+    x = as_f64(np.random.default_rng(1).normal(size=(3, d)))
+    target = as_f64(np.random.default_rng(2).normal(size=(3, d)))
     # "one-t": one int for the whole batch, the samplers' call (the split first layer)
     t = 17 if kind.endswith("one-t") else B.asarray(np.array([0, 5, 99]), dtype=B.dtype("int64"))
     y = B.asarray(np.array([0, 2, 3]), dtype=B.dtype("int64"))  # 3 is the null class
@@ -202,13 +195,13 @@ def test_optimizer_matches_pytorch_equations(kind, kwargs, storage, backend):
     shapes = [(3, 2), (2,), ()]
     initial = [rng.normal(size=s) for s in shapes]
     grads = [[rng.normal(size=s) for s in shapes] for _ in range(5)]
-    params = [nn.Parameter(f64(v.copy())) for v in initial]  # (optimizers update in place)
+    params = [nn.Parameter(as_f64(v.copy())) for v in initial]  # (optimizers update in place)
     # per parameter, one flat vector, or a vector updated in slices of 4 (cache-sized slices in miniature)
     where = params if storage == "list" else optim.ParameterVector(params, chunk=4 if storage == "vector-slices" else None)
     opt = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW}[kind](where, **kwargs)
     for step_grads in grads:
         for p, g in zip(params, step_grads):
-            p.grad = f64(g)
+            p.grad = as_f64(g)
         opt.step()
     for i, p in enumerate(params):
         expected = reference_run(kind, initial[i], [g[i] for g in grads], **kwargs)
@@ -240,13 +233,13 @@ def test_optimizer_state_dict_resumes_exactly():
 
 
 def test_clip_grad_norm(backend):
-    params = [nn.Parameter(f64(np.zeros(2))), nn.Parameter(f64(np.zeros((1,))))]
-    params[0].grad, params[1].grad = f64([3.0, 0.0]), f64([4.0])
+    params = [nn.Parameter(as_f64(np.zeros(2))), nn.Parameter(as_f64(np.zeros((1,))))]
+    params[0].grad, params[1].grad = as_f64([3.0, 0.0]), as_f64([4.0])
     norm = optim.clip_grad_norm(params, 1.0)
     assert np.isclose(float(host(norm)), 5.0)
     total = math.sqrt(sum(float((host(p.grad) ** 2).sum()) for p in params))
     assert np.isclose(total, 1.0, rtol=1e-5)
-    params[0].grad, params[1].grad = f64([0.3, 0.0]), f64([0.4])
+    params[0].grad, params[1].grad = as_f64([0.3, 0.0]), as_f64([0.4])
     optim.clip_grad_norm(params, 1.0)
     assert np.allclose(host(params[0].grad), [0.3, 0.0])  # under the limit: untouched
 
@@ -260,11 +253,11 @@ def test_warmup_cosine():
 
 
 def test_ema_follows_its_recursion_and_swaps(backend):
-    p = nn.Parameter(f64([0.0, 0.0]))
+    p = nn.Parameter(as_f64([0.0, 0.0]))
     ema = optim.EMA([p], decay=0.9, warmup=True)
     shadow = np.array([0.0, 0.0])
     for k in range(20):
-        p.data[...] = f64([k + 1.0, -(k + 1.0)])
+        p.data[...] = as_f64([k + 1.0, -(k + 1.0)])
         ema.update()
         d = min(0.9, (1 + k) / (10 + k))
         shadow = d * shadow + (1 - d) * np.array([k + 1.0, -(k + 1.0)])
@@ -298,8 +291,8 @@ def test_cross_entropy_matches_its_definition_and_gradcheck(backend):
     labels = np.array([0, 3, 1, 1, 2])
     expected = -np.mean([logits[i, labels[i]] - np.log(np.exp(logits[i]).sum()) for i in range(5)])
     y = B.asarray(labels, dtype=B.dtype("int64"))
-    assert np.isclose(nn.cross_entropy(Tensor(f64(logits)), y).item(), expected)
-    assert gradcheck(lambda z: nn.cross_entropy(z, y), [Tensor(f64(logits))])
+    assert np.isclose(nn.cross_entropy(Tensor(as_f64(logits)), y).item(), expected)
+    assert gradcheck(lambda z: nn.cross_entropy(z, y), [Tensor(as_f64(logits))])
 
 
 def test_plain_mlp_shapes():
@@ -312,14 +305,14 @@ def test_parameter_vector_gives_the_per_parameter_updates_and_average(backend):
     rng = np.random.default_rng(0)
     values = [rng.normal(size=(3, 2)), rng.normal(size=(4,))]
     grads = [rng.normal(size=(3, 2)) * 5, rng.normal(size=(4,)) * 5]
-    a = [nn.Parameter(f64(v)) for v in values]
-    b = [nn.Parameter(f64(v)) for v in values]
+    a = [nn.Parameter(as_f64(v)) for v in values]
+    b = [nn.Parameter(as_f64(v)) for v in values]
     vector = optim.ParameterVector(b, chunk=3)
     opt_a, opt_b = optim.Adam(a, lr=0.1), optim.Adam(vector, lr=0.1)
     ema_a, ema_b = optim.EMA(a, decay=0.9), optim.EMA(vector, decay=0.9)
     for _ in range(3):
         for p, q, g in zip(a, b, grads):
-            p.grad, q.grad = f64(g), f64(g)
+            p.grad, q.grad = as_f64(g), as_f64(g)
         norm_a = optim.clip_grad_norm(a, 1.0)
         norm_b = optim.clip_grad_norm(vector, 1.0)
         assert np.isclose(float(host(norm_a)), float(host(norm_b)))
@@ -331,7 +324,7 @@ def test_parameter_vector_gives_the_per_parameter_updates_and_average(backend):
         assert np.allclose(host(p.data), host(q.data), rtol=1e-12, atol=1e-12)
     assert np.allclose(host(ema_a.state_dict()["shadow"]), host(ema_b.state_dict()["shadow"]), rtol=1e-12, atol=1e-12)
     # The state dicts are the same flat arrays, so a checkpoint loads into either storage.
-    opt_c = optim.Adam([nn.Parameter(f64(v)) for v in values], lr=0.1).load_state_dict(opt_b.state_dict())
+    opt_c = optim.Adam([nn.Parameter(as_f64(v)) for v in values], lr=0.1).load_state_dict(opt_b.state_dict())
     assert np.allclose(host(opt_c.state_dict()["exp_avg"]), host(opt_b.state_dict()["exp_avg"]))
 
 

@@ -11,14 +11,7 @@ from tinydiff.autograd import Tensor
 from tinydiff.diffusion import GaussianDiffusion
 from tinydiff.oracle import GaussianMixture, MixtureDenoiser, distance_to_oracle, true_nll
 from tinydiff.schedules import make_schedule
-
-
-def host(x):
-    return B.to_numpy(x)
-
-
-def f64():
-    return B.dtype("float64")
+from conftest import host
 
 
 MIX = dict(weights=[2.0, 1.0, 1.0], means=[[-1.0, 0.5], [1.0, 1.0], [0.5, -1.5]], variances=[[0.2, 0.1], [0.05, 0.3], [0.1, 0.1]])
@@ -35,13 +28,13 @@ def test_mixture_log_prob_and_moments(backend):
             for w, m, v in zip([0.5, 0.25, 0.25], MIX["means"], MIX["variances"])
         )
     )
-    np.testing.assert_allclose(host(mixture.log_prob(B.asarray(x, dtype=f64()))), expected, rtol=1e-12)
+    np.testing.assert_allclose(host(mixture.log_prob(B.asarray(x, dtype=B.float64()))), expected, rtol=1e-12)
     # Far out (log q about -5000) the logsumexp must not underflow to -inf.
-    far = host(mixture.log_prob(B.asarray([[60.0, -60.0]], dtype=f64())))
+    far = host(mixture.log_prob(B.asarray([[60.0, -60.0]], dtype=B.float64())))
     assert np.isfinite(far).all()
     # Sample moments within 5 SE of the mixture's mean and variance.
     n = 40000
-    sample = host(mixture.sample(n, B.default_rng(1), dtype=f64()))
+    sample = host(mixture.sample(n, B.default_rng(1), dtype=B.float64()))
     mean, var = host(mixture.mean()), host(mixture.variance())
     assert np.all(np.abs(sample.mean(0) - mean) < 5 * np.sqrt(var / n))
     # SE of a sample variance: sd of the squared deviations / sqrt(n).
@@ -53,7 +46,7 @@ def test_mixture_log_prob_and_moments(backend):
 def test_mixture_1d_and_bad_input(backend):
     mixture = GaussianMixture([1.0], [0.3], [0.04])
     assert mixture.dim == 1
-    x = B.asarray([[0.0], [0.5]], dtype=f64())
+    x = B.asarray([[0.0], [0.5]], dtype=B.float64())
     np.testing.assert_allclose(host(mixture.log_prob(x)), st.norm.logpdf([0.0, 0.5], 0.3, 0.2), rtol=1e-12)
     np.testing.assert_allclose(host(true_nll(mixture, x)), -st.norm.logpdf([0.0, 0.5], 0.3, 0.2), rtol=1e-12)
     with pytest.raises(ValueError, match="weights must be positive"):
@@ -78,7 +71,7 @@ def test_posterior_mean_against_numerical_bayes(backend):
         for x_t in (-1.3, 0.1, 2.0):
             weight = prior * st.norm.pdf(x_t, math.sqrt(ab) * grid, math.sqrt(1 - ab))
             expected = (weight * grid).sum() / weight.sum()
-            got = float(oracle(B.asarray([[x_t]], dtype=f64()), t)[0, 0])
+            got = float(oracle(B.asarray([[x_t]], dtype=B.float64()), t)[0, 0])
             assert got == pytest.approx(expected, abs=1e-6), (t, x_t)
 
 
@@ -90,7 +83,7 @@ def test_oracle_prediction_types_agree(backend, prediction_type):
     diffusion = GaussianDiffusion(schedule, prediction_type=prediction_type)
     oracle = MixtureDenoiser(mixture, diffusion)
     rng = B.default_rng(2)
-    x_t = rng.normal((40, 2), dtype=f64())
+    x_t = rng.normal((40, 2), dtype=B.float64())
     t = rng.integers(0, 100, (40,))
     _, x0 = diffusion.split_prediction(oracle(x_t, t), x_t, t)
     np.testing.assert_allclose(host(x0), host(reference(x_t, t)), rtol=1e-9, atol=1e-9)
@@ -101,7 +94,7 @@ def test_single_gaussian_oracle_is_the_linear_formula(backend):
     """For N(m, v) data, E[eps | x_t] = s (x_t - a m) / (a^2 v + s^2) (Eq. 9 and Bayes)."""
     diffusion = GaussianDiffusion(make_schedule("linear", 200))
     oracle = MixtureDenoiser(GaussianMixture([1.0], [[0.4, -0.2]], [0.25]), diffusion)
-    x_t = B.asarray([[0.3, 0.1], [-2.0, 1.0]], dtype=f64())
+    x_t = B.asarray([[0.3, 0.1], [-2.0, 1.0]], dtype=B.float64())
     t = B.asarray(np.array([10, 150]))
     ab = host(diffusion.schedule.alpha_bars)[[10, 150]][:, None]
     a, s = np.sqrt(ab), np.sqrt(1 - ab)
@@ -114,7 +107,7 @@ def test_oracle_minimises_the_training_loss(backend):
     mixture = GaussianMixture(**MIX)
     diffusion = GaussianDiffusion(make_schedule("linear", 100))
     oracle = MixtureDenoiser(mixture, diffusion)
-    x0 = mixture.sample(4000, B.default_rng(3), dtype=f64())
+    x0 = mixture.sample(4000, B.default_rng(3), dtype=B.float64())
 
     def loss(model):
         return diffusion.training_loss(lambda x, t: Tensor(model(x, t)), x0, B.default_rng(4)).item()
@@ -130,7 +123,7 @@ def test_distance_to_oracle(backend):
     mixture = GaussianMixture(**MIX)
     diffusion = GaussianDiffusion(make_schedule("linear", 100))
     oracle = MixtureDenoiser(mixture, diffusion)
-    x0 = mixture.sample(20000, B.default_rng(5), dtype=f64())
+    x0 = mixture.sample(20000, B.default_rng(5), dtype=B.float64())
     shifted = lambda x, t: Tensor(oracle(x, t) + 0.1)  # noqa: E731
     result = distance_to_oracle(shifted, oracle, diffusion, x0, B.default_rng(6), [0, 50, 99])
     assert result["t"] == [0, 50, 99]
@@ -147,7 +140,7 @@ def bound_gap(T, n=8000):
     """Mean (bound - true NLL) over n examples of N(0, 0.3^2) data, and its SE."""
     mixture = GaussianMixture([1.0], [0.0], [0.09])
     diffusion = GaussianDiffusion(make_schedule("linear", T), variance="beta")
-    x0 = mixture.sample(n, B.default_rng(7), dtype=f64())
+    x0 = mixture.sample(n, B.default_rng(7), dtype=B.float64())
     bound = diffusion.vlb(MixtureDenoiser(mixture, diffusion), x0, B.default_rng(8), decoder="gaussian")
     gap = host(bound["total"] - true_nll(mixture, x0))
     return gap.mean(), gap.std() / math.sqrt(n)

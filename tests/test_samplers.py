@@ -20,14 +20,7 @@ from tinydiff.diffusion import GaussianDiffusion
 from tinydiff.oracle import GaussianMixture, MixtureDenoiser
 from tinydiff.samplers import ddim, ddpm, timesteps
 from tinydiff.schedules import make_schedule
-
-
-def host(x):
-    return B.to_numpy(x)
-
-
-def f64():
-    return B.dtype("float64")
+from conftest import host
 
 
 def toy_model(x, t):
@@ -67,10 +60,10 @@ def test_ddim_eta1_full_sequence_is_the_ddpm_posterior_step(backend):
     the two runs see the same x_T and the same z at every step.
     """
     diffusion = GaussianDiffusion(make_schedule("cosine", 40))
-    a = ddpm(toy_model, diffusion, (6, 3), B.default_rng(1), variance="beta_tilde", dtype=f64())
-    b = ddim(toy_model, diffusion, (6, 3), B.default_rng(1), steps=40, eta=1.0, dtype=f64())
+    a = ddpm(toy_model, diffusion, (6, 3), B.default_rng(1), variance="beta_tilde", dtype=B.float64())
+    b = ddim(toy_model, diffusion, (6, 3), B.default_rng(1), steps=40, eta=1.0, dtype=B.float64())
     np.testing.assert_allclose(host(a), host(b), rtol=1e-9, atol=1e-9)
-    c = ddpm(toy_model, diffusion, (6, 3), B.default_rng(1), variance="beta", dtype=f64())
+    c = ddpm(toy_model, diffusion, (6, 3), B.default_rng(1), variance="beta", dtype=B.float64())
     assert not np.allclose(host(a), host(c))  # the other variance gives other samples
 
 
@@ -80,7 +73,7 @@ def test_one_ddim_step_is_song_eq12(backend):
     eta = 0.7
     x, trajectory = ddim(
         toy_model, diffusion, (4, 2), B.default_rng(2), steps=2, eta=eta, spacing="linspace",
-        return_trajectory=True, every=1, dtype=f64(),
+        return_trajectory=True, every=1, dtype=B.float64(),
     )
     assert trajectory["t"] == [99, 0]
     ab = host(diffusion.schedule.alpha_bars)
@@ -89,7 +82,7 @@ def test_one_ddim_step_is_song_eq12(backend):
     x0 = (x_t - math.sqrt(1 - ab[99]) * eps) / math.sqrt(ab[99])  # Eq. 15
     sigma = eta * math.sqrt((1 - ab[0]) / (1 - ab[99])) * math.sqrt(1 - ab[99] / ab[0])  # Eq. 16
     base = B.default_rng(2).next_seed()
-    z = host(B.default_rng((base, 99)).normal((4, 2), dtype=f64()))
+    z = host(B.default_rng((base, 99)).normal((4, 2), dtype=B.float64()))
     x_next = math.sqrt(ab[0]) * x0 + math.sqrt(1 - ab[0] - sigma**2) * eps + sigma * z  # Eq. 12
     np.testing.assert_allclose(host(trajectory["x"][1]), x_next, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(host(trajectory["x0"][0]), x0, rtol=1e-10, atol=1e-12)
@@ -99,7 +92,7 @@ def test_one_ddim_step_is_song_eq12(backend):
 
 def test_ddpm_step_is_algorithm2(backend):
     diffusion = GaussianDiffusion(make_schedule("linear", 30))
-    x, trajectory = ddpm(toy_model, diffusion, (3, 2), B.default_rng(3), return_trajectory=True, every=1, dtype=f64())
+    x, trajectory = ddpm(toy_model, diffusion, (3, 2), B.default_rng(3), return_trajectory=True, every=1, dtype=B.float64())
     assert trajectory["t"] == list(range(29, -1, -1))
     s = diffusion.schedule
     base = B.default_rng(3).next_seed()
@@ -108,7 +101,7 @@ def test_ddpm_step_is_algorithm2(backend):
         x_t = host(trajectory["x"][i])
         eps = 0.3 * x_t + 0.001 * t
         alpha, beta, ab = float(s.alphas[t]), float(s.betas[t]), float(s.alpha_bars[t])
-        z = host(B.default_rng((base, t)).normal((3, 2), dtype=f64()))
+        z = host(B.default_rng((base, t)).normal((3, 2), dtype=B.float64()))
         # Algorithm 2: x_{t-1} = (x_t - (1 - alpha_t) / sqrt(1 - ab_t) eps) / sqrt(alpha_t) + sigma_t z
         expected = (x_t - (1 - alpha) / math.sqrt(1 - ab) * eps) / math.sqrt(alpha) + math.sqrt(beta) * z
         np.testing.assert_allclose(host(trajectory["x"][i + 1]), expected, rtol=1e-10, atol=1e-12)
@@ -237,10 +230,11 @@ def test_cheap_oracle_sampling_every_backend(backend):
     oracle = MixtureDenoiser(GaussianMixture([1.0], [0.5], [0.16]), diffusion)
     n = 4000
     runs = [
-        (ddpm(oracle, diffusion, (n, 1), B.default_rng(8), dtype=f64()), dict(variance="beta")),
-        (ddpm(oracle, diffusion, (n, 1), B.default_rng(8), variance="beta_tilde", dtype=f64()), dict(variance="beta_tilde")),
-        (ddim(oracle, diffusion, (n, 1), B.default_rng(8), steps=10, dtype=f64()), dict(sequence=timesteps(50, 10))),
-        (ddim(oracle, diffusion, (n, 1), B.default_rng(8), steps=50, eta=1.0, dtype=f64()),
+        (ddpm(oracle, diffusion, (n, 1), B.default_rng(8), dtype=B.float64()), dict(variance="beta")),
+        (ddpm(oracle, diffusion, (n, 1), B.default_rng(8), variance="beta_tilde", dtype=B.float64()),
+         dict(variance="beta_tilde")),
+        (ddim(oracle, diffusion, (n, 1), B.default_rng(8), steps=10, dtype=B.float64()), dict(sequence=timesteps(50, 10))),
+        (ddim(oracle, diffusion, (n, 1), B.default_rng(8), steps=50, eta=1.0, dtype=B.float64()),
          dict(sequence=timesteps(50, 50), eta=1.0)),
     ]
     for sample, law in runs:
@@ -261,10 +255,10 @@ MIXTURE_2D = dict(
 MIXTURE_1D = dict(weights=[0.6, 0.4], means=[-1.5, 1.0], variances=[0.09, 0.25])
 
 FULL_SAMPLERS = {
-    "ddpm-beta": lambda m, d, shape, rng: ddpm(m, d, shape, rng, variance="beta", dtype=f64()),
-    "ddpm-beta_tilde": lambda m, d, shape, rng: ddpm(m, d, shape, rng, variance="beta_tilde", dtype=f64()),
-    "ddim-eta0": lambda m, d, shape, rng: ddim(m, d, shape, rng, steps=d.T, eta=0.0, dtype=f64()),
-    "ddim-eta1": lambda m, d, shape, rng: ddim(m, d, shape, rng, steps=d.T, eta=1.0, dtype=f64()),
+    "ddpm-beta": lambda m, d, shape, rng: ddpm(m, d, shape, rng, variance="beta", dtype=B.float64()),
+    "ddpm-beta_tilde": lambda m, d, shape, rng: ddpm(m, d, shape, rng, variance="beta_tilde", dtype=B.float64()),
+    "ddim-eta0": lambda m, d, shape, rng: ddim(m, d, shape, rng, steps=d.T, eta=0.0, dtype=B.float64()),
+    "ddim-eta1": lambda m, d, shape, rng: ddim(m, d, shape, rng, steps=d.T, eta=1.0, dtype=B.float64()),
 }
 
 
@@ -308,7 +302,7 @@ def _ddim_sd_ratio(steps, n=20000):
     diffusion = GaussianDiffusion(make_schedule("linear", 1000))
     oracle = MixtureDenoiser(GaussianMixture([1.0], [0.0], [0.09]), diffusion)
     x, trajectory = ddim(
-        oracle, diffusion, (n, 1), B.default_rng(11), steps=steps, eta=0.0, dtype=f64(),
+        oracle, diffusion, (n, 1), B.default_rng(11), steps=steps, eta=0.0, dtype=B.float64(),
         return_trajectory=True, every=steps,
     )
     # The deterministic map is linear for Gaussian data, x_0 = c x_T, so the
@@ -342,7 +336,7 @@ def test_classifier_free_guidance_eq6(backend):
         shift = 0.0 if y is None else B.xp.reshape(B.xp.astype(y, x.dtype), (-1, 1))
         return Tensor(0.5 * x + shift)
 
-    x = B.asarray(np.array([[1.0, 2.0], [3.0, 4.0]]), dtype=f64())
+    x = B.asarray(np.array([[1.0, 2.0], [3.0, 4.0]]), dtype=B.float64())
     t = B.asarray(np.array([3, 3]))
     y = B.asarray(np.array([1, 2]))
     guided = classifier_free_guidance(model, 2.0)(x, t, y=y)

@@ -13,6 +13,7 @@ import pytest
 
 from tinydiff import backend as B
 from tinydiff.schedules import SCHEDULES, ScheduleWarning, make_schedule
+from conftest import host
 
 ATTRIBUTES = (
     "betas",
@@ -35,10 +36,6 @@ ATTRIBUTES = (
     "snr",
     "log_snr",
 )
-
-
-def host(x):
-    return B.to_numpy(x)
 
 
 def cosine_f(t, T, s=0.008):
