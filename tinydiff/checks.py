@@ -7,7 +7,6 @@ it must be, and what it was.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 
@@ -33,24 +32,11 @@ def check_int(argument, value, minimum=None, maximum=None, allow_none=False):
     return value
 
 
-def check_number(argument, value, minimum=None, maximum=None, *, strict_minimum=False):
-    """``value`` as a finite float within the bounds (``strict_minimum``: > minimum)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        value = float(value)
-        low_ok = minimum is None or (value > minimum if strict_minimum else value >= minimum)
-        ok = low_ok and (maximum is None or value <= maximum)
-    if not ok:
-        bounds = _bounds(minimum, maximum, strict_minimum)
-        raise ValueError(f"{argument} must be a finite number{bounds}, got {value!r}")
-    return value
-
-
-def _bounds(minimum, maximum, strict_minimum=False):
+def _bounds(minimum, maximum):
     if minimum is not None and maximum is not None:
-        return f" in {'(' if strict_minimum else '['}{minimum}, {maximum}]"
+        return f" in [{minimum}, {maximum}]"
     if minimum is not None:
-        return f" {'>' if strict_minimum else '>='} {minimum}"
+        return f" >= {minimum}"
     if maximum is not None:
         return f" <= {maximum}"
     return ""

@@ -307,6 +307,17 @@ def repaint_schedule(T, jump_length=10, resamplings=1):
     return levels
 
 
+def _mask_like(mask, known):
+    """The mask as an array of known's shape and dtype (ValueError if it does not broadcast)."""
+    mask = xp.astype(B.asarray(mask), known.dtype)
+    try:
+        return xp.broadcast_to(mask, tuple(known.shape))
+    except ValueError:
+        raise ValueError(
+            f"mask must have the shape of known {tuple(known.shape)} or broadcast to it, got {tuple(mask.shape)}"
+        ) from None
+
+
 def inpaint(
     model,
     diffusion,
@@ -337,13 +348,7 @@ def inpaint(
     """
     check_choice("variance", variance, VARIANCES)
     known = B.asarray(known)
-    mask = xp.astype(B.asarray(mask), known.dtype)
-    try:
-        mask = xp.broadcast_to(mask, tuple(known.shape))
-    except ValueError:
-        raise ValueError(
-            f"mask must have the shape of known {tuple(known.shape)} or broadcast to it, got {tuple(mask.shape)}"
-        ) from None
+    mask = _mask_like(mask, known)
     levels = repaint_schedule(diffusion.T, jump_length, resamplings)
     shape = tuple(known.shape)
     base = rng.next_seed()

@@ -68,6 +68,20 @@ A row at code step t >= 1 (paper step t + 1) gets the paper's L_t, in
             return -_sum_dims(discretized_gaussian_log_likelihood(x0, p.mean, log_scale))
         return -_sum_dims(gaussian_log_likelihood(x0, p.mean, log_scale))
 
+    def _terms_at(self, model, x0, steps, rng, decoder, variance, clip_x0, model_kwargs):
+        """The bound's terms at several steps in one model call: (k, N), row j for steps[j]."""
+        k, n = len(steps), x0.shape[0]
+        x0_rep = xp.concat([x0] * k, axis=0) if k > 1 else x0  # (k N, ...)
+        t = xp.concat([xp.full((n,), s, dtype=xp.int64) for s in steps], axis=0)  # (k N,)
+        x_t = self.q_sample(x0_rep, t, rng.normal(tuple(x0_rep.shape), dtype=x0.dtype))
+        output = B.asarray(unwrap(model(x_t, t, **(model_kwargs or {}))))
+        p = self.p_mean_variance(output, x_t, t, variance=variance, clip_x0=clip_x0)
+        if steps[0] == 0:  # the decoder L_0 (the first chunk holds only t = 0)
+            terms = self._decoder_term(p, x0_rep, decoder)
+        else:
+            terms = self._kl_term(p, x0_rep, x_t, t)
+        return xp.reshape(terms, (k, n))
+
     def vlb(
         self,
         model,
@@ -112,18 +126,8 @@ A row at code step t >= 1 (paper step t + 1) gets the paper's L_t, in
         columns = []
         with no_grad():
             for steps in chunks:
+                terms = self._terms_at(model, x0, steps, rng, decoder, variance, clip_x0, model_kwargs)
                 k = len(steps)
-                x0_rep = xp.concat([x0] * k, axis=0) if k > 1 else x0  # (k N, ...)
-                t = xp.concat([xp.full((n,), s, dtype=xp.int64) for s in steps], axis=0)  # (k N,)
-                noise = rng.normal(tuple(x0_rep.shape), dtype=x0.dtype)
-                x_t = self.q_sample(x0_rep, t, noise)
-                output = B.asarray(unwrap(model(x_t, t, **(model_kwargs or {}))))
-                p = self.p_mean_variance(output, x_t, t, variance=variance, clip_x0=clip_x0)
-                if steps[0] == 0:  # the decoder L_0 (chunk [0] holds only t = 0)
-                    terms = self._decoder_term(p, x0_rep, decoder)
-                else:
-                    terms = self._kl_term(p, x0_rep, x_t, t)
-                terms = xp.reshape(terms, (k, n))  # row j: step steps[j]
                 columns.extend(terms[j, :] for j in range(k))
         terms = xp.stack(columns, axis=1)  # (N, T)
         prior = self.prior_kl(x0)

@@ -152,6 +152,27 @@ def rescale_zero_terminal_snr(betas):
     return 1.0 - alphas
 
 
+def _custom_betas(options):
+    """The ``betas=`` of a custom schedule as a float64 array (None when ``alpha_bar=`` is given instead)."""
+    has_betas, has_fn = options.get("betas") is not None, options.get("alpha_bar") is not None
+    if has_betas == has_fn:
+        raise ValueError(
+            "the custom schedule needs exactly one of betas= (an array of T values "
+            "in (0, 1)) or alpha_bar= (a function of t in [0, 1])"
+        )
+    if not has_betas:
+        if not callable(options["alpha_bar"]):
+            raise ValueError(f"alpha_bar must be a function of t in [0, 1], got {options['alpha_bar']!r}")
+        return None
+    try:
+        betas = B.asarray(options["betas"], dtype=B.float64())
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"betas must be a 1-D array of numbers in (0, 1): {error}") from None
+    if betas.ndim != 1:
+        raise ValueError(f"betas must be 1-D of shape (T,), got shape {tuple(betas.shape)}")
+    return betas
+
+
 def make_schedule(name, T=None, *, zero_terminal_snr=False, **options):
     """Build a Schedule by name: one of SCHEDULES (see the module docstring).
 
@@ -177,25 +198,9 @@ def make_schedule(name, T=None, *, zero_terminal_snr=False, **options):
             f"allowed: {', '.join(map(repr, _OPTIONS[name]))} and zero_terminal_snr"
         )
 
-    given_betas = None
-    if name == "custom":
-        has_betas, has_fn = options.get("betas") is not None, options.get("alpha_bar") is not None
-        if has_betas == has_fn:
-            raise ValueError(
-                "the custom schedule needs exactly one of betas= (an array of T values "
-                "in (0, 1)) or alpha_bar= (a function of t in [0, 1])"
-            )
-        if has_betas:
-            try:
-                given_betas = B.asarray(options["betas"], dtype=B.float64())
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"betas must be a 1-D array of numbers in (0, 1): {error}") from None
-            if given_betas.ndim != 1:
-                raise ValueError(f"betas must be 1-D of shape (T,), got shape {tuple(given_betas.shape)}")
-            if T is None:
-                T = int(given_betas.shape[0])
-        elif not callable(options["alpha_bar"]):
-            raise ValueError(f"alpha_bar must be a function of t in [0, 1], got {options['alpha_bar']!r}")
+    given_betas = _custom_betas(options) if name == "custom" else None
+    if T is None and given_betas is not None:
+        T = int(given_betas.shape[0])
     T = _check_T(1000 if T is None else T)
 
     if name in ("linear", "quadratic", "sigmoid"):
