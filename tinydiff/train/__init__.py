@@ -23,18 +23,29 @@ from .checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
     read_checkpoint,
+    read_checkpoint_header,
     read_npz,
     save_checkpoint,
     write_npz_atomic,
 )
 from .config import MODELS, TrainConfig
 from .folder import RunFolderError, read_losses
-from .loop import TrainingError, TrainResult, drop_labels, learning_rate, steps_for_budget, train, train_step
+from .loop import (
+    RESUME_OVERRIDES,
+    TrainingError,
+    TrainResult,
+    drop_labels,
+    learning_rate,
+    steps_for_budget,
+    train,
+    train_step,
+)
 from .run import Run, build_diffusion, build_model, load_data, load_run, loss_by_timestep, new_run, use_ema_weights
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "MODELS", "CheckpointError", "Run", "RunFolderError", "TrainConfig",
-    "TrainResult", "TrainingError", "build_diffusion", "build_model", "drop_labels", "learning_rate", "load_data",
-    "load_run", "loss_by_timestep", "low_resolution", "new_run", "read_checkpoint", "read_losses", "read_npz",
-    "save_checkpoint", "steps_for_budget", "train", "train_step", "use_ema_weights", "write_npz_atomic",
+    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "MODELS", "RESUME_OVERRIDES", "Run",
+    "RunFolderError", "TrainConfig", "TrainResult", "TrainingError", "build_diffusion", "build_model",
+    "drop_labels", "learning_rate", "load_data", "load_run", "loss_by_timestep", "low_resolution", "new_run",
+    "read_checkpoint", "read_checkpoint_header", "read_losses", "read_npz", "save_checkpoint", "steps_for_budget",
+    "train", "train_step", "use_ema_weights", "write_npz_atomic",
 ]

@@ -53,14 +53,15 @@ def _checkpoint_path(path):
     return path
 
 
-def _load_arrays(path):
+def _load_arrays(path, only=None):
+    """The arrays of an .npz file (only the entries named in ``only``, when given), without pickle."""
     with open(path, "rb") as file:
         magic = file.read(4)
     if magic != b"PK\x03\x04":  # every .npz is a zip archive
         raise CheckpointError(f"{path} is not an .npz archive (corrupt or truncated, or another kind of file)")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+            return {name: archive[name] for name in archive.files if only is None or name in only}
     except ValueError as error:
         if "pickle" in str(error).lower():
             raise CheckpointError(f"{path} holds pickled objects; refusing to load it (only arrays are allowed)") from None
@@ -69,13 +70,8 @@ def _load_arrays(path):
         raise CheckpointError(f"{path} is not a readable .npz checkpoint (corrupt or truncated: {error})") from None
 
 
-def read_npz(path, expected_format=CHECKPOINT_FORMAT, expected_version=CHECKPOINT_VERSION) -> tuple[dict, dict]:
-    """(header, arrays) of a file written by write_npz_atomic; CheckpointError for anything else.
-
-    A folder is taken to mean the checkpoint.npz inside it.
-    """
-    path = _checkpoint_path(path)
-    arrays = _load_arrays(path)
+def _parse_header(path, arrays, expected_format, expected_version):
+    """The JSON header of a checkpoint's arrays, checked (CheckpointError naming the file)."""
     if "header" not in arrays or arrays["header"].dtype != np.uint8:
         raise CheckpointError(f"{path} is an .npz file but not a tinydiff checkpoint (no JSON header)")
     try:
@@ -88,7 +84,23 @@ def read_npz(path, expected_format=CHECKPOINT_FORMAT, expected_version=CHECKPOIN
         raise CheckpointError(f"{path} is not a {expected_format} file (format {header.get('format')!r})")
     if header.get("version") != expected_version:
         raise CheckpointError(f"{path} has version {header.get('version')}, this tinydiff reads {expected_version}")
-    return header, arrays
+    return header
+
+
+def read_npz(path, expected_format=CHECKPOINT_FORMAT, expected_version=CHECKPOINT_VERSION) -> tuple[dict, dict]:
+    """(header, arrays) of a file written by write_npz_atomic; CheckpointError for anything else.
+
+    A folder is taken to mean the checkpoint.npz inside it.
+    """
+    path = _checkpoint_path(path)
+    arrays = _load_arrays(path)
+    return _parse_header(path, arrays, expected_format, expected_version), arrays
+
+
+def read_checkpoint_header(path) -> dict:
+    """The JSON header of a training checkpoint alone (the weights are not read)."""
+    path = _checkpoint_path(path)
+    return _parse_header(path, _load_arrays(path, only=("header",)), CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
 
 
 def checkpoint_header(run) -> dict:

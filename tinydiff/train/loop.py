@@ -275,8 +275,9 @@ def steps_for_budget(config: TrainConfig, seconds: float, dataset=None, probe_st
     So a time-budgeted run can plan its cosine decay to end when the budget
     does. The probe trains ``probe_steps`` steps in a scratch folder and
     times its second half (the first steps pay for warm-up: allocations,
-    caches), so the rate is the steady one; ``seconds`` counts the probe's
-    own time too.
+    caches), so the rate is the steady one; it also times one checkpoint,
+    since a run writes one every checkpoint_every steps and at the end.
+    ``seconds`` counts the probe's own time too.
     """
     start = time.perf_counter()
     half = max(1, probe_steps // 2)
@@ -285,6 +286,10 @@ def steps_for_budget(config: TrainConfig, seconds: float, dataset=None, probe_st
         probe = dataclasses.replace(config, steps=2 * half, checkpoint_every=10 * probe_steps)
         train(probe, scratch, stop_at=half, **quiet)
         steady = train(probe, scratch, resume=True, **quiet)
-    rate = half / max(steady.seconds, 1e-9)
-    left = seconds - (time.perf_counter() - start)
-    return max(2 * half, int(rate * left))
+        saving = time.perf_counter()
+        save_checkpoint(steady.run, os.path.join(scratch, "timed.npz"))
+        checkpoint_seconds = time.perf_counter() - saving
+    step_seconds = steady.seconds / half
+    left = seconds - (time.perf_counter() - start) - checkpoint_seconds  # the final checkpoint
+    # n steps cost n * step_seconds plus one checkpoint every checkpoint_every steps.
+    return max(2 * half, int(left / (step_seconds + checkpoint_seconds / config.checkpoint_every)))
