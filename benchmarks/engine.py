@@ -135,7 +135,11 @@ class TinydiffSide:
     def __init__(self, config, state):
         self.model = tinydiff_model(config)
         self.model.load_state_dict(state)
-        self.optimizer = optim.Adam(optim.ParameterVector(self.model.parameters()), lr=LR)  # as train() does
+        # One ParameterVector, as train() makes (a tinydiff from before it, timed by cputime.py
+        # --against, has none: its optimizer gathered the parameters into a flat vector itself).
+        vector = getattr(optim, "ParameterVector", None)
+        params = vector(self.model.parameters()) if vector else self.model.parameters()
+        self.optimizer = optim.Adam(params, lr=LR)
         self.batches = NumpyBatches(config)
 
     def loss_and_grad(self, x_t, t, noise):

@@ -18,7 +18,7 @@ from tinydiff.diffusion import (
     gaussian_log_likelihood,
     normal_kl,
 )
-from tinydiff.schedules import ScheduleWarning, make_schedule
+from tinydiff.schedules import make_schedule
 from conftest import host
 
 
@@ -235,7 +235,7 @@ def test_zero_terminal_snr_v_prediction_is_finite(backend):
     p = diffusion.p_mean_variance(v, x_t, 99)
     assert np.all(np.isfinite(host(p.mean))) and np.all(np.isfinite(host(p.x0)))
     np.testing.assert_allclose(host(p.x0), -host(v), rtol=1e-14)  # x0_hat = -v at alpha_bar = 0
-    with pytest.warns(ScheduleWarning, match="prediction_type='v'"):
+    with pytest.raises(ValueError, match="cannot be used with a zero-terminal-SNR schedule.*'v' or 'x0'"):
         GaussianDiffusion(schedule, prediction_type="eps")
 
 

@@ -81,7 +81,12 @@ def test_bad_checkpoints_are_refused_with_a_message(tmp_path):
     mangled = tmp_path / "mangled.npz"
     with np.load(good, allow_pickle=False) as archive:
         arrays = {k: archive[k] for k in archive.files}
-    arrays["model/out.weight"] = np.zeros((7, 7), dtype=np.float32)
+    out_shape = arrays["model/out.weight"].shape
+    arrays["model/out.weight"] = np.zeros((7, 7), dtype=np.float32)  # a size the header does not describe
+    np.savez(mangled, **arrays)
+    with pytest.raises(T.CheckpointError, match="describes a model of 482 parameters, but the file holds 499"):
+        T.load_run(mangled)
+    arrays["model/out.weight"] = np.zeros(out_shape[::-1], dtype=np.float32)  # the right size, the wrong shape
     np.savez(mangled, **arrays)
     with pytest.raises(T.CheckpointError, match="out.weight"):
         T.load_run(mangled)

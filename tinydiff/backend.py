@@ -86,9 +86,10 @@ def _load(name):
 
 def set_backend(name: str) -> None:
     """Make ``name`` ("numpy", "cupy" or "array_api_strict") the array namespace."""
-    global _current_name, _current_module
+    global _current_name, _current_module, ENV_ERROR
     module = _load(name)
     _current_name, _current_module = name, module
+    ENV_ERROR = None  # a backend was chosen: a bad TINYDIFF_BACKEND no longer matters
     xp.__dict__.clear()  # forget the names looked up in the previous namespace
 
 
@@ -129,6 +130,8 @@ class _Namespace:
         # once and keep it there, so the next xp.exp is a plain attribute read
         # (a training step of the 2-D model makes about 40 of them).
         # set_backend empties the cache.
+        if ENV_ERROR:
+            raise BackendError(ENV_ERROR)
         try:
             value = getattr(_current_module, name)
         except AttributeError:
@@ -344,6 +347,13 @@ def default_rng(seed=None) -> Generator:
     return Generator(seed)
 
 
+# TINYDIFF_BACKEND is read once, here. A bad value does not break the import
+# (the command line then says so in one line, exit 2); the first array
+# operation raises BackendError instead, unless set_backend chose one since.
+ENV_ERROR = None
 _env_backend = os.environ.get("TINYDIFF_BACKEND")
 if _env_backend:
-    set_backend(_env_backend.strip().lower())
+    try:
+        set_backend(_env_backend.strip().lower())
+    except (ValueError, BackendError) as _error:
+        ENV_ERROR = f"TINYDIFF_BACKEND={_env_backend!r} cannot be used: {_error}"

@@ -40,3 +40,22 @@ def _bounds(minimum, maximum):
     if maximum is not None:
         return f" <= {maximum}"
     return ""
+
+
+def physical_memory():
+    """This machine's memory in bytes, or None where the system does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(nbytes, what, advice):
+    """Refuse, before anything is allocated, work that needs more memory than the machine has."""
+    total = physical_memory()
+    if total and nbytes > total:
+        raise ValueError(f"{what} needs about {nbytes / 2**30:,.1f} GB, more than this machine's "
+                         f"{total / 2**30:,.1f} GB; {advice}")
+    return nbytes

@@ -101,6 +101,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
                 f"gradcheck: Jacobian shapes differ for input {i}: analytical "
                 f"{analytical.shape}, numerical {numerical.shape}"
             )
+        for name, jacobian in (("analytical", analytical), ("numerical", numerical)):
+            if not np.all(np.isfinite(jacobian)):
+                raise GradcheckError(f"gradcheck: the {name} gradient of input {i} is not finite "
+                                     f"({int(np.sum(~np.isfinite(jacobian)))} entries are NaN or inf)")
         excess = np.abs(analytical - numerical) - (atol + rtol * np.abs(numerical))
         if excess.size and excess.max() > 0:
             out_k, in_k = np.unravel_index(int(np.argmax(excess)), excess.shape)

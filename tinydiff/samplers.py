@@ -107,6 +107,37 @@ def _predict(model, x, t, batch_size, model_kwargs):
     return xp.concat(parts, axis=0)
 
 
+class SamplingError(RuntimeError):
+    """A sampler produced NaN or inf: a diverged model, a huge guidance weight, an impossible parameterisation."""
+
+
+def _base_seed(rng):
+    """The one draw a sampler takes from ``rng``: every noise array derives from it."""
+    if not hasattr(rng, "next_seed"):
+        raise ValueError(f"rng must be a generator from tinydiff.backend.default_rng(seed), got {rng!r} "
+                         "(the samples of a seed are reproducible: pass default_rng(0) for seed 0)")
+    return rng.next_seed()
+
+
+def _check_model_shape(model, shape):
+    """Refuse a sample shape the model cannot denoise (when the model says its data_dim)."""
+    data_dim = getattr(model, "data_dim", None)
+    if data_dim is not None and math.prod(shape[1:]) != data_dim:
+        raise ValueError(f"shape {shape} does not fit the model, which denoises vectors of {data_dim} numbers: "
+                         f"use shape (N, {data_dim})")
+
+
+def check_finite(x, who):
+    """``x`` if every value is finite; otherwise SamplingError saying how many are not, and why that happens."""
+    bad = int(xp.sum(xp.astype(xp.logical_not(xp.isfinite(x)), xp.int64)))  # one synchronisation per call
+    if bad:
+        raise SamplingError(
+            f"{who}: {bad} of {math.prod(x.shape)} sample values are NaN or inf (a model that diverged in "
+            "training, a guidance weight too large for it, or a step the parameterisation cannot take)"
+        )
+    return x
+
+
 class _Loop:
     """What DDPM and DDIM share: the seeds, the progress bar, the trajectory."""
 
@@ -115,7 +146,8 @@ class _Loop:
         check_int("batch_size", batch_size, minimum=1, allow_none=True)
         check_int("every", every, minimum=1, allow_none=True)
         self.dtype = B.default_dtype() if dtype is None else dtype
-        self.base = rng.next_seed()  # the one draw from rng: everything else derives from it
+        self.base = _base_seed(rng)
+        self.desc = desc
         self.T = diffusion.T
         self.steps = steps
         self.batch_size = batch_size
@@ -140,6 +172,7 @@ class _Loop:
             self.trajectory["x0"].append(x0)
 
     def result(self, x):
+        check_finite(x, self.desc)
         return (x, self.trajectory) if self.record else x
 
 
@@ -179,6 +212,7 @@ def ddpm(
         diffusion, shape, rng, list(range(diffusion.T - 1, -1, -1)), dtype,
         progress, return_trajectory, every, batch_size, "ddpm",
     )
+    _check_model_shape(model, loop.shape)
     x = loop.noise(loop.T)  # x_T ~ N(0, I)
     with no_grad():
         for i, t in loop.iterable:
@@ -231,6 +265,7 @@ def ddim(
         diffusion, shape, rng, sequence, dtype,
         progress, return_trajectory, every, batch_size, "ddim",
     )
+    _check_model_shape(model, loop.shape)
     # The schedule as Python floats once, so each step's coefficients are
     # scalars (no float64 array meets the float32 samples, no device sync).
     alpha_bars = [float(v) for v in B.to_numpy(diffusion.schedule.alpha_bars).tolist()]
@@ -279,6 +314,7 @@ def classifier_free_guidance(model, guidance):
         return (1.0 + w) * conditional - w * unconditional
 
     guided.accepts_scalar_t = getattr(model, "accepts_scalar_t", False)  # t goes to the model unchanged
+    guided.data_dim = getattr(model, "data_dim", None)
     return guided
 
 
@@ -351,7 +387,7 @@ def inpaint(
     mask = _mask_like(mask, known)
     levels = repaint_schedule(diffusion.T, jump_length, resamplings)
     shape = tuple(known.shape)
-    base = rng.next_seed()
+    base = _base_seed(rng)
 
     def noise(*key):  # keyed by the position in the schedule: sample i depends on seed and i only
         return B.default_rng((base, *key)).normal(shape, dtype=known.dtype)
@@ -376,4 +412,4 @@ def inpaint(
             else:
                 known_noisy = known
             x = mask * known_noisy + (1.0 - mask) * unknown
-    return x
+    return check_finite(x, "inpaint")

@@ -44,6 +44,23 @@ def is_grad_enabled() -> bool:
 # ---------------------------------------------------------------------------
 
 
+def _numeric_array(value):
+    """A backend array from numbers, nested lists or a NumPy array; TypeError for anything else."""
+    import numpy as np
+
+    if value is None:
+        raise TypeError("Tensor: data must be a number, a list of numbers or an array, got None")
+    try:
+        kind = np.asarray(value).dtype.kind
+    except (TypeError, ValueError) as error:  # ragged lists, say
+        raise TypeError(f"Tensor: data must be a number, a list of numbers or an array ({error})") from None
+    if kind not in "biuf":
+        raise TypeError(f"Tensor: data must be numbers (bool, int or float), got {type(value).__name__} "
+                        f"{value!r:.60}" if kind in "US" else
+                        f"Tensor: data must be numbers (bool, int or float), got an array of {np.asarray(value).dtype}")
+    return B.asarray(value)
+
+
 class Tensor:
     """An array that remembers how it was made, so gradients can flow back.
 
@@ -61,8 +78,13 @@ class Tensor:
     def __init__(self, data, requires_grad=False):
         if isinstance(data, Tensor):
             data = data.data
-        elif not B.is_array(data):
-            data = B.asarray(data)
+        elif not B.is_array(data) or getattr(data.dtype, "kind", "f") not in "biuf":  # (object arrays too)
+            data = _numeric_array(data)
+        if requires_grad and "float" not in str(data.dtype):  # (array_api_strict names it array_api_strict.float32)
+            raise TypeError(
+                f"Tensor: only floating-point tensors can require gradients, got dtype {data.dtype} "
+                "(as in PyTorch); convert first, e.g. Tensor(x.astype('float32'), requires_grad=True)"
+            )
         self.data = data
         self.grad = None
         self.requires_grad = bool(requires_grad)

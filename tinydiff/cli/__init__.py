@@ -50,6 +50,9 @@ def main(argv=None):
         if not args.command:
             parser.print_help()
             return EXIT_USAGE
+        if backend.ENV_ERROR and not getattr(args, "backend", None):
+            print(f"tinydiff: error: {backend.ENV_ERROR}; use one of {', '.join(backend.BACKENDS)}", file=sys.stderr)
+            return EXIT_USAGE
         backend.keep_freed_memory()  # a process setting, made here at the entry point (see backend)
         return COMMANDS[args.command](args)
     except UsageError as error:

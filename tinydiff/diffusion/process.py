@@ -34,7 +34,7 @@ from .. import backend as B
 from ..autograd import unwrap
 from ..backend import xp
 from ..checks import check_choice
-from ..schedules import Schedule, ScheduleWarning
+from ..schedules import Schedule
 from ..steps import timestep_rows
 from .bound import VariationalBound
 from .objective import LOSS_WEIGHTINGS, PREDICTION_TYPES, VARIANCES, TrainingObjective
@@ -87,13 +87,10 @@ class GaussianDiffusion(TrainingObjective, VariationalBound):
         self.min_snr_gamma = float(min_snr_gamma)
         self.variance = variance
         if prediction_type == "eps" and float(schedule.alpha_bars[self.T - 1]) == 0.0:
-            import warnings
-
-            warnings.warn(
-                "alpha_bar_T = 0 (zero terminal SNR): x_0 from eps (Eq. 15) is undefined "
-                "at the last step; use prediction_type='v'",
-                ScheduleWarning,
-                stacklevel=2,
+            raise ValueError(
+                "prediction_type 'eps' cannot be used with a zero-terminal-SNR schedule: at alpha_bar_T = 0 "
+                "the noise does not determine x_0 (Eq. 15 divides by sqrt(alpha_bar_T) = 0), so sampling "
+                "would start from NaN; use prediction_type 'v' or 'x0' (Lin et al. 2023)"
             )
 
         s = schedule

@@ -40,6 +40,12 @@ class Denoiser(Module):
 
     accepts_scalar_t = True
 
+    def check_labels(self, y):
+        """Refuse labels given to a model trained without them (they would be silently ignored)."""
+        if y is not None and getattr(self, "classes", None) is None:
+            raise ValueError(f"{type(self).__name__} was built without num_classes, so it takes no labels y; "
+                             "train with conditional=True (--conditional) to condition on a class")
+
     def embed_timesteps(self, t, n):
         """The sinusoidal embedding of t: (N, emb_dim), or (1, emb_dim) for one int t (steps.timestep_rows)."""
         return Tensor(self.embed_t(timestep_rows(t, n)))
@@ -54,6 +60,14 @@ class MLPDenoiser(Denoiser):
     layers of 128, GELU. With num_classes, a class embedding is added to the
     timestep embedding (classifier-free guidance).
     """
+
+    @staticmethod
+    def parameter_count(data_dim=2, width=128, depth=3, emb_dim=128, num_classes=None, extra_dim=None):
+        """The number of parameters __init__ makes, computed without making them (to check sizes first)."""
+        first = data_dim + emb_dim + (extra_dim or 0)
+        hidden = first * width + width + (depth - 1) * (width * width + width)
+        classes = (num_classes + 1) * emb_dim if num_classes else 0
+        return hidden + width * data_dim + data_dim + classes
 
     def __init__(self, data_dim=2, width=128, depth=3, emb_dim=128, activation_name="gelu",
                  num_classes=None, extra_dim=None, num_timesteps=1000, rng=None):
@@ -75,6 +89,7 @@ class MLPDenoiser(Denoiser):
         x = _as_tensor(x)
         n = x.shape[0]
         emb = self.embed_timesteps(t, n)  # (N, emb_dim), or (1, emb_dim) for one int t
+        self.check_labels(y)
         if self.classes is not None:
             emb = emb + self.classes(y, emb.shape[0] if y is None else n)
         extra = _as_tensor(_check_extra(extra, n, self.extra_dim)) if self.extra_dim else None
@@ -128,6 +143,17 @@ class ResMLPDenoiser(Denoiser):
     2 blocks, SiLU, LayerNorm in the blocks.
     """
 
+    @staticmethod
+    def parameter_count(data_dim=784, width=1024, blocks=2, emb_dim=128, cond_dim=256, norm=True,
+                        num_classes=None, extra_dim=None):
+        """The number of parameters __init__ makes, computed without making them (to check sizes first)."""
+        norms = 2 * width if norm else 0
+        time = emb_dim * cond_dim + cond_dim + cond_dim * cond_dim + cond_dim
+        classes = (num_classes + 1) * cond_dim if num_classes else 0
+        block = norms + 2 * (width * width + width) + cond_dim * width + width
+        inputs = data_dim * width + width + (extra_dim or 0) * width
+        return time + classes + inputs + blocks * block + norms + width * data_dim + data_dim
+
     def __init__(self, data_dim=784, width=1024, blocks=2, emb_dim=128, cond_dim=256,
                  activation_name="silu", norm=True, num_classes=None, extra_dim=None, num_timesteps=1000,
                  rng=None):
@@ -151,6 +177,7 @@ class ResMLPDenoiser(Denoiser):
     def forward(self, x, t, y=None, extra=None):
         # With one int t the conditioning is one row, broadcast in the blocks.
         cond = self.time_out(self.act(self.time_in(self.embed_timesteps(t, x.shape[0]))))
+        self.check_labels(y)
         if self.classes is not None:
             cond = cond + self.classes(y, cond.shape[0] if y is None else x.shape[0])
         cond = self.act(cond)  # (N, cond_dim), or (1, cond_dim)

@@ -144,6 +144,10 @@ class ClassConditioning(Module):
             y = xp.full((n,), self.num_classes, dtype=xp.int64)
         else:
             y = xp.astype(B.asarray(unwrap(y)), xp.int64)
+            # Labels 0..num_classes-1, and num_classes for "no label". (Not checked on a GPU: a sync per call.)
+            if B.get_backend() != "cupy" and y.shape[0] and (int(xp.min(y)) < 0 or int(xp.max(y)) > self.num_classes):
+                raise ValueError(f"class labels must be in 0..{self.num_classes - 1} (or {self.num_classes}, "
+                                 f"the null class), got values from {int(xp.min(y))} to {int(xp.max(y))}")
         return self.table(y)
 
 

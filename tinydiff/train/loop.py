@@ -201,10 +201,8 @@ class _Log:
 RESUME_OVERRIDES = ("steps", "lr", "grad_clip", "data_dir")
 
 
-def _start(config, out_dir, resume, dataset, overrides, log):
-    """(run, dataset): a new run, or the run in out_dir with the allowed overrides applied."""
-    if not resume:
-        return new_run(config, dataset)
+def _resume(config, out_dir, dataset, overrides, log):
+    """(run, dataset): the run in out_dir with the allowed overrides applied."""
     run = load_run(os.path.join(out_dir, "checkpoint.npz"))
     overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
     unknown = sorted(set(overrides) - set(RESUME_OVERRIDES))
@@ -234,9 +232,12 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
     (the learning-rate schedule still follows config.steps). SIGINT and
     SIGTERM save a checkpoint and return with ``stop_signal`` set.
     """
+    if not resume:  # validated and sized before the folder is touched: a refusal leaves nothing behind
+        run, dataset = new_run(config, dataset)
     check_writable(out_dir)
     with RunLock(out_dir, log), _StopSignals() as signals:
-        run, dataset = _start(config, out_dir, resume, dataset, overrides, log)
+        if resume:
+            run, dataset = _resume(config, out_dir, dataset, overrides, log)
         write_text(os.path.join(out_dir, "config.json"), _config_json(run.config))
         B.keep_freed_memory()  # no page faults re-reading freed memory every step
         batches, logbook = Batches(run, dataset), _Log(run, out_dir, progress, run.step if resume else None)

@@ -16,6 +16,7 @@ from .. import data as data_module
 from .. import nn, optim
 from ..autograd import no_grad
 from ..backend import xp
+from ..checks import check_fits_in_memory
 from ..diffusion import GaussianDiffusion
 from ..schedules import make_schedule
 from .checkpoint import CheckpointError, arrays_under, read_checkpoint
@@ -47,6 +48,30 @@ def build_model(config: TrainConfig, data_dim: int, num_classes: int | None = No
     if config.model == "mlp":
         return nn.MLPDenoiser(depth=config.depth, **common)
     return nn.ResMLPDenoiser(blocks=config.depth, **common)
+
+
+def parameter_count(config: TrainConfig, data_dim: int, num_classes: int | None = None) -> int:
+    """How many parameters build_model would make, computed without making them."""
+    _require_resolved(config, "parameter_count")
+    common = dict(emb_dim=config.emb_dim, num_classes=num_classes if config.conditional else None,
+                  extra_dim=data_dim if config.superres else None)
+    if config.model == "mlp":
+        return nn.MLPDenoiser.parameter_count(data_dim, config.width, config.depth, **common)
+    return nn.ResMLPDenoiser.parameter_count(data_dim, config.width, config.depth, **common)
+
+
+def check_size(config: TrainConfig, data_dim: int, num_classes: int | None = None) -> int:
+    """Refuse a run that cannot fit in this machine's memory, before anything is allocated; returns bytes.
+
+    A rough count in float32 words: weights, gradients, the ParameterVector's
+    gradient, Adam's two moments and the EMA (6 per parameter); a step's
+    activations and their gradients (about 8 per hidden unit per example);
+    the schedule's float64 tables.
+    """
+    hidden = config.width * (2 * config.depth + 4) + 3 * data_dim + config.emb_dim
+    words = 6 * parameter_count(config, data_dim, num_classes) + 8 * config.batch_size * hidden
+    return check_fits_in_memory(4 * words + 8 * 30 * config.T, "this run",
+                                "lower --width, --depth, --batch-size or --T")
 
 
 def load_data(config: TrainConfig):
@@ -86,6 +111,8 @@ def new_run(config: TrainConfig, dataset=None) -> tuple[Run, object]:
     """Build model, diffusion, optimizer, EMA and generator for a fresh run; returns (run, dataset)."""
     config.validate()
     if dataset is None:
+        if config.n_data and config.data not in data_module.IMAGE_DATASETS:  # 2D points are drawn in float64
+            check_fits_in_memory(3 * 8 * 2 * config.n_data, f"drawing {config.n_data:,} points", "lower --n-data")
         dataset = load_data(config)
     config = config.resolved(dataset.image_shape is not None)
     if config.superres and dataset.image_shape is None:
@@ -95,6 +122,7 @@ def new_run(config: TrainConfig, dataset=None) -> tuple[Run, object]:
             f"conditional training needs labels, and data set {config.data!r} has none; "
             f"use one of: eightgaussians, digits, mnist, fashion-mnist"
         )
+    check_size(config, dataset.dim, dataset.num_classes)
     model = build_model(config, dataset.dim, dataset.num_classes)
     optimizer, ema = _optimizers(config, model)
     run = Run(config, model, build_diffusion(config), optimizer, ema, B.default_rng(config.seed), 0, dataset.dim,
@@ -105,8 +133,8 @@ def new_run(config: TrainConfig, dataset=None) -> tuple[Run, object]:
 def load_run(path) -> Run:
     """Rebuild a Run (model, optimizer, EMA, generator, step) from a checkpoint."""
     header, arrays = read_checkpoint(path)
+    config = _checked_header(path, header, arrays)
     try:
-        config = TrainConfig(**header["config"])
         model = build_model(config, header["data_dim"], header["num_classes"])
         model.load_state_dict(arrays_under(arrays, "model"))
         optimizer, ema = _optimizers(config, model)
@@ -123,6 +151,51 @@ def load_run(path) -> Run:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{path}: checkpoint contents do not fit together ({error})") from None
+
+
+def _field_error(path, field, expected, value):
+    return CheckpointError(f"{path}: header field {field!r} must be {expected}, got {value!r:.80}")
+
+
+def _is_count(value, minimum=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _checked_header(path, header, arrays) -> TrainConfig:
+    """The run's configuration, after checking every header field and the weights' total size.
+
+    Done before any model is built, so a crafted header cannot make tinydiff
+    allocate more than the file itself holds.
+    """
+    if not isinstance(header.get("config"), dict):
+        raise _field_error(path, "config", "a JSON object", header.get("config"))
+    try:
+        config = TrainConfig(**header["config"]).validate()
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: header field 'config' is not a valid configuration ({error})") from None
+    if config.unresolved_fields():
+        raise _field_error(path, "config", "a resolved configuration", config.unresolved_fields())
+    for field, minimum in (("step", 0), ("data_dim", 1)):
+        if not _is_count(header.get(field), minimum):
+            raise _field_error(path, field, f"an integer >= {minimum}", header.get(field))
+    classes, shape = header.get("num_classes"), header.get("image_shape")
+    if classes is not None and not _is_count(classes, 1):
+        raise _field_error(path, "num_classes", "null or an integer >= 1", classes)
+    if shape is not None and not (isinstance(shape, list) and len(shape) == 2 and all(_is_count(v, 1) for v in shape)
+                                  and shape[0] * shape[1] == header["data_dim"]):
+        raise _field_error(path, "image_shape", f"null or [height, width] with height * width = {header['data_dim']}",
+                           shape)
+    for field in ("rng_state", "optimizer"):
+        if not isinstance(header.get(field), dict):
+            raise _field_error(path, field, "a JSON object", header.get(field))
+    if not (header.get("ema") is None or isinstance(header.get("ema"), dict)):
+        raise _field_error(path, "ema", "null or a JSON object", header.get("ema"))
+    expected = parameter_count(config, header["data_dim"], classes)
+    held = sum(int(a.size) for a in arrays_under(arrays, "model").values())
+    if held != expected:
+        raise CheckpointError(f"{path}: the header describes a model of {expected:,} parameters, "
+                              f"but the file holds {held:,} (a corrupt or mismatched checkpoint)")
+    return config
 
 
 def use_ema_weights(run: Run) -> Run:
