@@ -394,3 +394,19 @@ def test_denoisers_get_one_int_t_and_plain_callables_get_an_array(backend):
     guided_slow = host(ddim(classifier_free_guidance(plain, 2.0), diffusion, (12, 2), B.default_rng(3), steps=5,
                             model_kwargs={"y": labels}))
     np.testing.assert_allclose(guided_fast, guided_slow, rtol=1e-4, atol=1e-5)
+
+
+def test_a_real_denoiser_agrees_across_batch_sizes_to_float32_rounding():
+    """With a network, row i of a big run equals row i of a small or chunked run to float32 rounding,
+    as the module docstring says (BLAS rounds products of different row counts differently)."""
+    from tinydiff import nn
+
+    model = nn.MLPDenoiser(width=64, depth=2, emb_dim=16, num_timesteps=200, rng=B.default_rng(1))
+    diffusion = GaussianDiffusion(make_schedule("linear", 200))
+    full = host(ddpm(model, diffusion, (300, 2), B.default_rng(5)))
+    part = host(ddpm(model, diffusion, (37, 2), B.default_rng(5)))
+    chunked = host(ddpm(model, diffusion, (300, 2), B.default_rng(5), batch_size=64))
+    again = host(ddpm(model, diffusion, (300, 2), B.default_rng(5)))
+    np.testing.assert_array_equal(full, again)  # the same call is bit for bit the same
+    np.testing.assert_allclose(full[:37], part, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(full, chunked, rtol=0, atol=1e-5)

@@ -179,3 +179,70 @@ def test_short_run_under_array_api_strict(tmp_path):
         assert resumed.step == 12
     header, _ = T.read_checkpoint(result.checkpoint)
     assert header["backend"] == "array_api_strict"
+
+
+@pytest.mark.parametrize("kind,kwargs", [
+    ("mlp", dict()), ("mlp", dict(conditional=True, superres=2)),
+    ("resmlp", dict()), ("resmlp", dict(conditional=True, superres=2, depth=3)),
+])
+def test_parameter_count_matches_the_built_model(kind, kwargs):
+    config = T.TrainConfig(data="digits", model=kind, width=24, emb_dim=8, **kwargs).resolved()
+    model = T.build_model(config, data_dim=64, num_classes=10)
+    assert T.run.parameter_count(config, 64, 10) == model.num_parameters()
+
+
+def test_a_custom_betas_file_and_zero_terminal_snr_reach_the_schedule(tmp_path):
+    betas = np.linspace(2e-4, 0.04, 50)
+    path = tmp_path / "betas.txt"
+    np.savetxt(path, betas)
+    quiet = dict(progress=False, log=lambda *_: None)
+    result = T.train(tiny_config(betas_file=str(path)), tmp_path / "custom", **quiet)
+    np.testing.assert_allclose(B.to_numpy(result.run.diffusion.schedule.betas), betas, rtol=1e-12)
+    reloaded = T.load_run(result.checkpoint)  # the betas travel in the checkpoint: the file is not needed
+    path.unlink()
+    np.testing.assert_allclose(B.to_numpy(reloaded.diffusion.schedule.betas), betas, rtol=1e-12)
+    with pytest.raises(ValueError, match="holds 50 betas, and T is 40"):
+        np.savetxt(path, betas)
+        T.train(tiny_config(betas_file=str(path), T=40), tmp_path / "wrong", **quiet)
+    zero = T.train(tiny_config(zero_terminal_snr=True, prediction="v"), tmp_path / "zero", **quiet).run
+    assert float(B.to_numpy(zero.diffusion.schedule.alpha_bars)[-1]) == 0.0
+    with pytest.raises(ValueError, match="zero-terminal-SNR"):
+        T.train(tiny_config(zero_terminal_snr=True), tmp_path / "eps", **quiet)  # eps, the 2D default
+    assert not (tmp_path / "eps").exists() and not (tmp_path / "wrong").exists()
+
+
+def test_a_failed_checkpoint_write_names_the_file_the_step_and_the_last_good_one(tmp_path, monkeypatch):
+    from tinydiff.train import loop
+
+    calls = {"n": 0}
+    real = loop.save_checkpoint
+
+    def full_disk(run, path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real(run, path)
+
+    monkeypatch.setattr(loop, "save_checkpoint", full_disk)
+    with pytest.raises(T.TrainingError) as error:
+        T.train(tiny_config(), tmp_path, progress=False, log=lambda *_: None)
+    message = str(error.value)
+    assert "checkpoint.npz at step 20 (No space left on device)" in message and "(step 10)" in message
+    assert T.load_run(tmp_path).step == 10  # the last good checkpoint is intact
+
+
+def test_the_bound_uses_the_data_s_own_number_of_levels():
+    from tinydiff.diffusion import GaussianDiffusion
+    from tinydiff.schedules import make_schedule
+
+    diffusion = GaussianDiffusion(make_schedule("linear", 50), prediction_type="x0")
+    x0 = B.asarray(np.array([[-1.0, -0.5, 0.25, 1.0]]), dtype=B.float64())
+
+    def perfect(x_t, t):
+        return x0  # predicts x0 exactly: the decoder's cost is the mass of each bin around the mean
+
+    coarse = diffusion.vlb(perfect, x0, B.default_rng(0), levels=17)["terms"][0, 0]
+    fine = diffusion.vlb(perfect, x0, B.default_rng(0), levels=256)["terms"][0, 0]
+    assert float(coarse) < float(fine)  # wider bins hold more of the decoder's mass: fewer nats
+    with pytest.raises(ValueError, match="levels must be an integer >= 2"):
+        diffusion.vlb(perfect, x0, B.default_rng(0), levels=1)

@@ -10,12 +10,19 @@ its timestep conditioning once per step rather than once per row.
 ``classifier_free_guidance`` wraps a class-conditional model (Ho and
 Salimans 2022, Eq. 6) so either sampler can use it.
 
-Reproducibility: sample i depends only on the generator's seed and i, not on
-how many samples are drawn or on ``batch_size``. One seed ``base`` is taken
-from ``rng`` per call; x_T is drawn from default_rng((base, T)) and the noise
-added at step t from default_rng((base, t)), each as one array of the full
-shape, and NumPy fills rows in order, so row i of a larger draw is row i of a
-smaller one. ``batch_size`` only splits the model evaluation into chunks.
+Reproducibility: the noise of sample i depends only on the generator's seed
+and i, not on how many samples are drawn or on ``batch_size``. One seed
+``base`` is taken from ``rng`` per call; x_T is drawn from
+default_rng((base, T)) and the noise added at step t from
+default_rng((base, t)), each as one array of the full shape, and NumPy fills
+rows in order, so row i of a larger draw is row i of a smaller one. The
+samples themselves are equal to float32 rounding, not bit for bit: the
+model's matrix products round differently with the number of rows in a call
+(BLAS blocks them differently), and that difference is carried through the
+steps without growing. Measured on a trained 2D model, DDPM 1000 steps and
+DDIM 50: sample i of a 2000-sample run against the same sample from a
+37-sample run, or with batch_size=100, differs by at most 4e-6 (values up
+to 3.5). A run repeated with the same arguments is bit for bit the same.
 (On CuPy the numbers come from CuPy's own generator: the same seed gives
 the same samples, and the row property held on CuPy 14, but CuPy does not
 promise it.)

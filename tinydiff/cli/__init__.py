@@ -41,7 +41,7 @@ def build_parser():
 
 def main(argv=None):
     """Run one command; returns the exit status (0, 1 failure, 2 usage, 128 + N stopped by signal N)."""
-    from .. import backend, data
+    from .. import backend, data, samplers
     from .. import train as training
 
     try:
@@ -70,6 +70,9 @@ def main(argv=None):
         return EXIT_FAILURE
     except training.TrainingError as error:
         print(f"tinydiff: training stopped: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except samplers.SamplingError as error:  # NaN or inf samples: nothing was written
+        print(f"tinydiff: sampling failed: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("tinydiff: interrupted", file=sys.stderr)

@@ -71,8 +71,9 @@ def _add_config_flag(group, field, kind):
                            help=help_text)
         return
     choices = field.metadata.get("choices")
+    metavar = None if choices else field.metadata.get("metavar") or METAVARS[kind]
     group.add_argument(flag(field.name), dest=field.name, type=TYPES[kind], default=None, choices=choices,
-                       metavar=None if choices else METAVARS[kind], required=field.name in REQUIRED, help=help_text)
+                       metavar=metavar, required=field.name in REQUIRED, help=help_text)
 
 
 def add_parser(commands):

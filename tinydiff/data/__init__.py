@@ -81,6 +81,8 @@ class Dataset:
     image_shape:  (H, W) for image sets, None for 2D sets.
     name:         the name ``load`` was given.
     class_names:  a name per class where one exists (Fashion-MNIST), else None.
+    levels:       the number of pixel values of an image set (256 for MNIST, 17 for
+                  digits), which the discretized decoder of Eq. 13 needs; None for 2D sets.
     """
 
     x: np.ndarray
@@ -89,6 +91,7 @@ class Dataset:
     image_shape: tuple[int, int] | None = None
     name: str = ""
     class_names: tuple[str, ...] | None = None
+    levels: int | None = None
 
     def __len__(self):
         return int(self.x.shape[0])
@@ -176,4 +179,5 @@ def _load_images(name, n, seed, split, data_dir, download):
         image_shape=(int(height), int(width)),
         name=name,
         class_names=mnist.CLASS_NAMES.get(name),
+        levels=max_value + 1,
     )

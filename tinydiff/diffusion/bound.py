@@ -11,7 +11,7 @@ import math
 from .. import backend as B
 from ..autograd import no_grad, unwrap
 from ..backend import xp
-from ..checks import check_choice
+from ..checks import check_choice, check_int
 from ..steps import timestep_rows
 from .objective import VARIANCES
 from .likelihoods import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
@@ -39,7 +39,7 @@ class VariationalBound:
         zero = xp.zeros_like(mean)
         return _sum_dims(normal_kl(mean, log_variance, zero, zero))
 
-    def vlb_terms(self, model_output, x0, x_t, t, decoder="discretized", variance=None, clip_x0=False):
+    def vlb_terms(self, model_output, x0, x_t, t, decoder="discretized", variance=None, clip_x0=False, levels=256):
         """The bound's term at each row's step t, per example in nats (N,) (Eq. 5).
 
 A row at code step t >= 1 (paper step t + 1) gets the paper's L_t, in
@@ -53,7 +53,7 @@ A row at code step t >= 1 (paper step t + 1) gets the paper's L_t, in
         variance = self.variance if variance is None else variance
         p = self.p_mean_variance(model_output, x_t, t, variance=variance, clip_x0=clip_x0)
         kl = self._kl_term(p, x0, x_t, t)
-        nll = self._decoder_term(p, x0, decoder)
+        nll = self._decoder_term(p, x0, decoder, levels)
         return xp.where(timestep_rows(t, x0.shape[0], self.T) == 0, nll, kl)
 
     def _kl_term(self, p, x0, x_t, t):
@@ -61,14 +61,15 @@ A row at code step t >= 1 (paper step t + 1) gets the paper's L_t, in
         q_mean, _, q_log_variance = self.q_posterior(x0, x_t, t)
         return _sum_dims(normal_kl(q_mean, q_log_variance, p.mean, p.log_variance))
 
-    def _decoder_term(self, p, x0, decoder):
-        """L_0 of Eq. 5: -log p(x_0 | x_1), Eq. 13 or a Gaussian density, summed (N,)."""
+    def _decoder_term(self, p, x0, decoder, levels=256):
+        """L_0 of Eq. 5: -log p(x_0 | x_1), Eq. 13 on ``levels`` values in [-1, 1] or a Gaussian density, summed (N,)."""
         log_scale = 0.5 * p.log_variance
         if decoder == "discretized":
-            return -_sum_dims(discretized_gaussian_log_likelihood(x0, p.mean, log_scale))
+            bin_width = 2.0 / (levels - 1)  # Eq. 13's 2/255 for 8-bit images
+            return -_sum_dims(discretized_gaussian_log_likelihood(x0, p.mean, log_scale, bin_width))
         return -_sum_dims(gaussian_log_likelihood(x0, p.mean, log_scale))
 
-    def _terms_at(self, model, x0, steps, rng, decoder, variance, clip_x0, model_kwargs):
+    def _terms_at(self, model, x0, steps, rng, decoder, variance, clip_x0, model_kwargs, levels):
         """The bound's terms at several steps in one model call: (k, N), row j for steps[j]."""
         k, n = len(steps), x0.shape[0]
         x0_rep = xp.concat([x0] * k, axis=0) if k > 1 else x0  # (k N, ...)
@@ -77,7 +78,7 @@ A row at code step t >= 1 (paper step t + 1) gets the paper's L_t, in
         output = B.asarray(unwrap(model(x_t, t, **(model_kwargs or {}))))
         p = self.p_mean_variance(output, x_t, t, variance=variance, clip_x0=clip_x0)
         if steps[0] == 0:  # the decoder L_0 (the first chunk holds only t = 0)
-            terms = self._decoder_term(p, x0_rep, decoder)
+            terms = self._decoder_term(p, x0_rep, decoder, levels)
         else:
             terms = self._kl_term(p, x0_rep, x_t, t)
         return xp.reshape(terms, (k, n))
@@ -94,13 +95,15 @@ A row at code step t >= 1 (paper step t + 1) gets the paper's L_t, in
         batch_size=4096,
         model_kwargs=None,
         progress=False,
+        levels=256,
     ):
         """The variational bound L of Eq. 3 for each example, split as in Eq. 5.
 
         One x_t per (example, t) is drawn from q(x_t | x_0) with ``rng``, so
         the sum over t is an unbiased one-sample estimate of E_q[L]. Every
         step is evaluated, T model calls' worth of rows, packed into calls of
-        about ``batch_size`` rows (several t per call).
+        about ``batch_size`` rows (several t per call). The discretized
+        decoder assumes data on ``levels`` values in [-1, 1] (Eq. 13: 256).
 
         Returns a dict of backend arrays in x0's dtype:
           "terms"        (N, T): column i is the paper's L_i (i = 0 is the
@@ -113,6 +116,7 @@ A row at code step t >= 1 (paper step t + 1) gets the paper's L_t, in
         check_choice("decoder", decoder, DECODERS)
         variance = self.variance if variance is None else variance
         check_choice("variance", variance, VARIANCES)
+        check_int("levels", levels, minimum=2)
         n = x0.shape[0]
         per_call = max(1, int(batch_size) // max(n, 1))  # timesteps per model call
         chunks = [[0]] + [
@@ -126,7 +130,7 @@ A row at code step t >= 1 (paper step t + 1) gets the paper's L_t, in
         columns = []
         with no_grad():
             for steps in chunks:
-                terms = self._terms_at(model, x0, steps, rng, decoder, variance, clip_x0, model_kwargs)
+                terms = self._terms_at(model, x0, steps, rng, decoder, variance, clip_x0, model_kwargs, levels)
                 k = len(steps)
                 columns.extend(terms[j, :] for j in range(k))
         terms = xp.stack(columns, axis=1)  # (N, T)

@@ -19,8 +19,9 @@ MODELS = ("mlp", "resmlp")
 ACTIVATION_NAMES = ("gelu", "silu", "relu", "tanh", "softplus")
 
 
-def _field(default, help, choices=None, cli=True):
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "cli": cli})
+def _field(default, help, choices=None, cli=True, metavar=None):
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "cli": cli,
+                                                        "metavar": metavar})
 
 
 # The defaults that depend on the kind of data: a None in TrainConfig means "take it from here".
@@ -58,8 +59,13 @@ class TrainConfig:
     weight_decay: float = _field(0.0, "Adam's L2 weight decay")
     ema: float = _field(0.999, "decay of the EMA of the weights used for sampling; 0 disables it")
     T: int = _field(1000, "diffusion steps")
-    schedule: str | None = _field(None, "beta schedule; default linear for 2D sets, cosine for images",
-                                  choices=tuple(s for s in SCHEDULES if s != "custom"))
+    schedule: str | None = _field(None, "beta schedule; default linear for 2D sets, cosine for images; custom "
+                                  "reads --betas-file", choices=SCHEDULES)
+    zero_terminal_snr: bool = _field(False, "rescale the schedule to zero terminal SNR (Lin et al. 2023); "
+                                     "needs --prediction v or x0")
+    betas_file: str | None = _field(None, "a text or .npy file of T betas in (0, 1): the custom schedule",
+                                    metavar="FILE")
+    custom_betas: list | None = _field(None, "the betas read from betas_file, kept with the run", cli=False)
     prediction: str | None = _field(None, "what the network predicts; default eps for 2D sets, x0 for images",
                                     choices=PREDICTION_TYPES)
     loss_weighting: str = _field("simple", "weight of each step's loss", choices=LOSS_WEIGHTINGS)
@@ -99,6 +105,9 @@ class TrainConfig:
                 raise ValueError(f"{field.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
         _check_counts(self)
         _check_fractions(self)
+        if (self.schedule == "custom") != bool(self.betas_file or self.custom_betas) and self.schedule is not None:
+            raise ValueError("schedule custom needs betas_file (a file of T betas), and betas_file needs schedule "
+                             f"custom or none; got schedule {self.schedule!r}, betas_file {self.betas_file!r}")
         if self.emb_dim % 2:
             raise ValueError(f"emb_dim must be even, got {self.emb_dim}")
         if not isinstance(self.superres, int) or self.superres < 0 or self.superres == 1:

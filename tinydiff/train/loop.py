@@ -167,7 +167,11 @@ class _Log:
                 raise TrainingError(f"loss became {value} at step {step}; {self.where_saved()}. Lower the "
                                     f"learning rate (now {self.run.config.lr}; on resume --lr may change), keep "
                                     "gradient clipping on, or check the data for NaNs")
-        self.file.append(rows)
+        try:
+            self.file.append(rows)
+        except OSError as error:
+            raise TrainingError(f"could not write {self.file.path} at step {rows[-1][0]} "
+                                f"({error.strerror or error}); {self.where_saved()}") from None
         self.losses.extend((step, value) for step, value, _ in rows)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{rows[-1][1]:.4f}", lr=f"{rows[-1][2]:.2e}")
@@ -190,7 +194,11 @@ class _Log:
         if not finite:
             raise TrainingError(f"the weights at step {run.step} are not finite (or give a non-finite loss), so "
                                 f"they were not saved; {self.where_saved()}. Lower the learning rate and resume")
-        save_checkpoint(run, self.checkpoint)
+        try:
+            save_checkpoint(run, self.checkpoint)
+        except OSError as error:  # a full disk, a folder made read-only: the old checkpoint is intact
+            raise TrainingError(f"could not write {self.checkpoint} at step {run.step} "
+                                f"({error.strerror or error}); {self.where_saved()}") from None
         self.last_saved = run.step
 
     def close(self):

@@ -30,10 +30,26 @@ def _require_resolved(config, who):
                          "pass config.resolved() (it fills the defaults for the kind of data)")
 
 
+def read_betas_file(path, T):
+    """The T betas of a custom schedule from a text file (one per line, or any whitespace) or a .npy file."""
+    try:
+        if str(path).endswith(".npy"):
+            betas = np.load(path, allow_pickle=False)
+        else:
+            betas = np.loadtxt(path, dtype=np.float64, ndmin=1)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"betas_file {path}: cannot read T numbers from it ({error})") from None
+    betas = np.asarray(betas, dtype=np.float64).reshape(-1)
+    if betas.shape[0] != T:
+        raise ValueError(f"betas_file {path} holds {betas.shape[0]} betas, and T is {T}; pass T = {betas.shape[0]}")
+    return [float(b) for b in betas]
+
+
 def build_diffusion(config: TrainConfig) -> GaussianDiffusion:
     """The schedule and diffusion a resolved configuration names."""
     _require_resolved(config, "build_diffusion")
-    schedule = make_schedule(config.schedule, config.T)
+    options = {"betas": config.custom_betas} if config.schedule == "custom" else {}
+    schedule = make_schedule(config.schedule, config.T, zero_terminal_snr=config.zero_terminal_snr, **options)
     return GaussianDiffusion(schedule, prediction_type=config.prediction, loss_weighting=config.loss_weighting)
 
 
@@ -115,6 +131,8 @@ def new_run(config: TrainConfig, dataset=None) -> tuple[Run, object]:
             check_fits_in_memory(3 * 8 * 2 * config.n_data, f"drawing {config.n_data:,} points", "lower --n-data")
         dataset = load_data(config)
     config = config.resolved(dataset.image_shape is not None)
+    if config.betas_file and config.custom_betas is None:  # the betas go into the run: a checkpoint needs no file
+        config = dataclasses.replace(config, schedule="custom", custom_betas=read_betas_file(config.betas_file, config.T))
     if config.superres and dataset.image_shape is None:
         raise ValueError(f"superres needs image data, and {config.data!r} is a 2D set")
     if config.conditional and dataset.labels is None:
