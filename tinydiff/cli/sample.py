@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from ..checks import check_fits_in_memory
 from .common import (
     UsageError,
     add_backend,
@@ -152,11 +153,16 @@ def command_sample(args):
         T.use_ema_weights(run)
     labels = class_labels(args, run)
     images = run.image_shape is not None
+    n = args.n or DEFAULT_N
+    # x_t, the model's activations (a batch_size-row chunk of them), the step's noise and the result
+    rows = min(n, args.batch_size or n)
+    check_fits_in_memory(4 * (4 * n * run.data_dim + 8 * rows * run.config.width), f"drawing {n:,} samples",
+                         "lower --n, or pass --batch-size to evaluate the model in chunks")
     out = args.out or run_folder(args.checkpoint)
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
     samples = sample_run(
-        run, args.n or DEFAULT_N, args.sampler, steps=args.steps or DDIM_STEPS,
+        run, n, args.sampler, steps=args.steps or DDIM_STEPS,
         eta=DDIM_ETA if args.eta is None else args.eta, spacing=args.spacing or DDIM_SPACING,
         variance=args.variance or "beta", clip_x0=images if args.clip_x0 is None else args.clip_x0, labels=labels,
         guidance=args.guidance, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
