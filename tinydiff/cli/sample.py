@@ -161,12 +161,13 @@ def command_sample(args):
     out = args.out or run_folder(args.checkpoint)
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
-    samples = sample_run(
-        run, n, args.sampler, steps=args.steps or DDIM_STEPS,
-        eta=DDIM_ETA if args.eta is None else args.eta, spacing=args.spacing or DDIM_SPACING,
-        variance=args.variance or "beta", clip_x0=images if args.clip_x0 is None else args.clip_x0, labels=labels,
-        guidance=args.guidance, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
-    )
+    with np.errstate(all="ignore"):  # an overflow is reported once, as a SamplingError, not as warnings
+        samples = sample_run(
+            run, n, args.sampler, steps=args.steps or DDIM_STEPS,
+            eta=DDIM_ETA if args.eta is None else args.eta, spacing=args.spacing or DDIM_SPACING,
+            variance=args.variance or "beta", clip_x0=images if args.clip_x0 is None else args.clip_x0, labels=labels,
+            guidance=args.guidance, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
+        )
     seconds = time.perf_counter() - start
     samples = B.to_numpy(samples)
     if images:

@@ -143,7 +143,7 @@ class ClassConditioning(Module):
         if y is None:
             y = xp.full((n,), self.num_classes, dtype=xp.int64)
         else:
-            y = xp.astype(B.asarray(unwrap(y)), xp.int64)
+            y = xp.reshape(xp.astype(B.asarray(unwrap(y)), xp.int64), (-1,))  # (one label for all rows: (1,))
             # Labels 0..num_classes-1, and num_classes for "no label". (Not checked on a GPU: a sync per call.)
             if B.get_backend() != "cupy" and y.shape[0] and (int(xp.min(y)) < 0 or int(xp.max(y)) > self.num_classes):
                 raise ValueError(f"class labels must be in 0..{self.num_classes - 1} (or {self.num_classes}, "

@@ -3,9 +3,10 @@
 A run folder holds checkpoint.npz, config.json and losses.csv. Nothing in
 it is ever lost to a crash or a second process:
 
-- ``RunLock``: one training process per folder. The lock file holds the
-  owner's pid; a lock whose process is gone (killed with -9, say) is stale
-  and taken over with a message.
+- ``RunLock``: one training process per folder, by the operating system's
+  file lock on ``.tinydiff.lock``, which holds the owner's pid for the
+  message; a lock whose process is gone (killed with -9, say) is taken over
+  with a message.
 - ``check_writable``: the folder is written to before training starts, so a
   read-only folder fails at once, not after every step has been trained.
 - ``LossLog``: losses.csv. On resume the rows up to the checkpoint's step
@@ -20,15 +21,96 @@ import csv
 import io
 import os
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 import numpy as np
 
-from ..files import remove_stale_parts, write_text
+from ..files import write_text
 
 LOCK_NAME = ".tinydiff.lock"
 
 
 class RunFolderError(RuntimeError):
     """The run folder cannot be used: locked by another process, or not writable."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder for one training process (a context manager).
+
+    The operating system's file lock (flock) on ``.tinydiff.lock`` is the
+    lock: taking it is atomic, and it is let go when its process ends, even
+    by kill -9, so a lock can never be left stale. The file holds the
+    owner's pid, for the message a refused process prints; a pid left in it
+    by a process that no longer holds the lock is taken over with a message.
+    (Where flock does not exist, on Windows, the pid alone decides.)
+    """
+
+    def __init__(self, folder, log=print):
+        self.path = os.path.join(folder, LOCK_NAME)
+        self.log = log
+        self.handle = None
+
+    def _owner(self):
+        try:
+            with open(self.path) as file:
+                return int(file.read().strip() or "0")
+        except (OSError, ValueError):
+            return 0
+
+    def acquire(self):
+        handle = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            _lock_or_refuse(handle, os.path.dirname(self.path), self._owner)
+        except BaseException:
+            os.close(handle)
+            raise
+        owner = self._owner()
+        if owner and owner != os.getpid():
+            self.log(f"taking over a stale lock in {os.path.dirname(self.path)} (pid {owner} no longer holds it)")
+        os.ftruncate(handle, 0)
+        os.write(handle, str(os.getpid()).encode())
+        self.handle = handle
+        return self
+
+    def release(self):
+        if self.handle is not None:
+            os.ftruncate(self.handle, 0)  # no owner; the file stays (removing it would let two lock two files)
+            _unlock(self.handle)
+            os.close(self.handle)
+            self.handle = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+def _refusal(folder, owner):
+    return RunFolderError(f"{folder} is in use by another training process (pid {owner}); wait for it, "
+                          "or choose another --out")
+
+
+def _lock_or_refuse(handle, folder, owner):
+    """Take the OS lock on ``handle`` without waiting; RunFolderError naming the owner if another holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _refusal(folder, owner()) from None
+        return
+    pid = owner()  # no flock (Windows): a live pid other than ours holds the folder
+    if pid and pid != os.getpid() and _process_alive(pid):
+        raise _refusal(folder, pid)
+
+
+def _unlock(handle):
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _process_alive(pid: int) -> bool:
@@ -41,54 +123,6 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-class RunLock:
-    """An exclusive lock on a run folder for one training process (a context manager)."""
-
-    def __init__(self, folder, log=print):
-        self.path = os.path.join(folder, LOCK_NAME)
-        self.log = log
-        self.held = False
-
-    def _owner(self):
-        try:
-            with open(self.path) as file:
-                return int(file.read().strip() or "0")
-        except (OSError, ValueError):
-            return 0
-
-    def acquire(self):
-        for _ in range(2):
-            try:
-                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner and owner != os.getpid() and _process_alive(owner):
-                    raise RunFolderError(
-                        f"{os.path.dirname(self.path)} is in use by another training process (pid {owner}); "
-                        f"wait for it, or choose another --out (remove {self.path} only if that process is gone)"
-                    ) from None
-                self.log(f"taking over a stale lock in {os.path.dirname(self.path)} (pid {owner} is gone)")
-                os.remove(self.path)
-                continue
-            with os.fdopen(handle, "w") as file:
-                file.write(str(os.getpid()))
-            self.held = True
-            return self
-        raise RunFolderError(f"could not lock {self.path}")
-
-    def release(self):
-        if self.held and self._owner() == os.getpid():
-            os.remove(self.path)
-        self.held = False
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-        return False
-
-
 def check_writable(folder):
     """Create ``folder`` if needed and prove a file can be written in it (RunFolderError if not)."""
     try:
@@ -98,7 +132,6 @@ def check_writable(folder):
     except OSError as error:
         raise RunFolderError(f"cannot write in the run folder {folder} ({error.strerror or error}); "
                              "choose a writable --out") from None
-    return remove_stale_parts(folder)
 
 
 def _read_rows(path):

@@ -20,7 +20,7 @@ from .. import data as data_module
 from .. import optim
 from ..autograd import no_grad
 from ..backend import xp
-from ..files import write_text
+from ..files import remove_stale_parts, write_text
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .folder import LossLog, RunLock, check_writable
@@ -244,6 +244,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
         run, dataset = new_run(config, dataset)
     check_writable(out_dir)
     with RunLock(out_dir, log), _StopSignals() as signals:
+        remove_stale_parts(out_dir)  # temporary files of a killed run (only the lock's holder may touch them)
         if resume:
             run, dataset = _resume(config, out_dir, dataset, overrides, log)
         write_text(os.path.join(out_dir, "config.json"), _config_json(run.config))
