@@ -74,7 +74,7 @@ else:
     lesson.say("""array_api_strict is not installed (pip install array-api-strict, or the test
     extra): the strict namespace is left out of this run.""")
 if other:
-    path = os.pathsep.join(p for p in (_lesson._ROOT, os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (_lesson.ROOT, os.environ.get("PYTHONPATH")) if p)
     environment = dict(os.environ, TINYDIFF_BACKEND=other, PYTHONPATH=path)
     child = subprocess.run([sys.executable, "-c", "import tinydiff.backend as B; print(B.get_backend())"],
                            capture_output=True, text=True, env=environment, check=True)

@@ -1,4 +1,4 @@
-"""The command line: ``python -m tinydiff demo | train | sample | plot | lesson``.
+"""The command line: ``python -m tinydiff demo | train | sample | plot | lesson | notebooks``.
 
     python -m tinydiff demo                       # moons in about a minute
     python -m tinydiff train --data digits --steps 3000
@@ -18,23 +18,24 @@ reports a process killed by it.
     plot.py     plot: schedules, forward, loss, reverse, field, vlb
     demo.py     demo: train, sample and draw two moons
     lesson.py   lesson: run a script of lessons/
+    notebooks.py  notebooks: the lessons as Jupyter notebooks, optionally executed
 """
 
 from __future__ import annotations
 
 import sys
 
-from . import demo, lesson, plot, sample, train
+from . import demo, lesson, notebooks, plot, sample, train
 from .common import EXIT_FAILURE, EXIT_SIGNAL_BASE, EXIT_USAGE, Parser, UsageError
 
 COMMANDS = {"demo": demo.command_demo, "train": train.command_train, "sample": sample.command_sample,
-            "plot": plot.command_plot, "lesson": lesson.command_lesson}
+            "plot": plot.command_plot, "lesson": lesson.command_lesson, "notebooks": notebooks.command_notebooks}
 
 
 def build_parser():
     parser = Parser(prog="tinydiff", description="Denoising diffusion probabilistic models in plain NumPy.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (demo, train, sample, plot, lesson):
+    for module in (demo, train, sample, plot, lesson, notebooks):
         module.add_parser(commands)
     return parser
 
