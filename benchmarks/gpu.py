@@ -28,6 +28,10 @@ One prepared run on a machine with CuPy and an NVIDIA GPU (meant to take under 9
      1000 and 3000 plain additions show where the launch queue alone
      starts to make the host wait (more launches than it holds);
    - cupyx.allow_synchronize(False), where this CuPy still has it.
+5. The U-Net (the MNIST configuration, ``--model unet``, batch 64): its
+   training step's steps/s on NumPy and CuPy, the calls of
+   ``backend.to_numpy`` in 10 training steps and a DDIM run (expect 0 and
+   1), and whether the host waits for the GPU inside one training step.
 
 Without CuPy or a GPU it prints why and exits 0. ``--out DIR`` also writes
 the results as DIR/gpu.json; nothing else is written.
@@ -170,8 +174,9 @@ class Trainer:
     """The inner loop of tinydiff.train.train (no logging, no lr schedule) on the current backend."""
 
     def __init__(self, kind, batch_size, seed=0):
-        image = kind == "resmlp"
-        config = T.TrainConfig(data="mnist" if image else "moons").resolved(image)
+        image = kind in ("resmlp", "unet")
+        config = T.TrainConfig(data="mnist" if image else "moons", model="unet" if kind == "unet" else None
+                               ).resolved(image)
         data_dim = 784 if image else 2
         self.model = T.build_model(config, data_dim)
         self.diffusion = T.build_diffusion(config)
@@ -422,6 +427,31 @@ def check_transfers(cupy, quick, n, backlog_size=16384, log=print):
     return result
 
 
+def check_unet(cupy, quick, batch, seconds, backlog_size=16384, log=print):
+    """5. The U-Net on the device: steps/s on both backends, no to_numpy in its loops, no host wait in a step."""
+    result = {"batch": batch}
+    for label, backend in (("numpy", "numpy"), ("cupy", DEVICE)):
+        with B.using(backend):
+            trainer = Trainer("unet", batch)
+            result[label], count = steps_per_second(trainer.step, seconds, 2 if label == "numpy" else 10)
+            log(f"  U-Net (MNIST configuration), batch {batch}, {label}: {result[label]:.2f} steps/s ({count} steps)",
+                flush=True)
+    with B.using(DEVICE):
+        with CountToNumpy() as counter:
+            for _ in range(2 if quick else 10):
+                trainer.step()
+        B.synchronize()
+        result["to_numpy_train"] = counter.count
+        with CountToNumpy() as counter:
+            samplers.ddim(trainer.model, trainer.diffusion, (batch, 784), B.default_rng(0), steps=5 if quick else 50)
+        B.synchronize()
+        result["to_numpy_ddim"] = counter.count
+        log(f"  backend.to_numpy calls: {result['to_numpy_train']} in the U-Net's training steps, "
+            f"{result['to_numpy_ddim']} in a DDIM run", flush=True)
+        result["wait"] = host_waits(cupy, trainer.step, f"one training step, U-Net batch {batch}", backlog_size, log)
+    return result
+
+
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
@@ -496,6 +526,9 @@ def main(argv=None):
     with section("4. host transfers inside the inner loops (CuPy)", failures):
         results["transfers"] = check_transfers(cupy, args.quick, args.n, 256 if args.simulate else 16384)
 
+    with section("5. the U-Net on the device (MNIST configuration)", failures):
+        results["unet"] = check_unet(cupy, args.quick, min(64, batches[0]), seconds, 256 if args.simulate else 16384)
+
     print("\n== summary ==")
     print(f"{'measure':44s} {'NumPy':>10} {'CuPy':>10} {'speed-up':>9}")
     for row in results.get("training", []):
@@ -521,6 +554,12 @@ def main(argv=None):
         print("  (a loop makes the host wait when it copies to the host, or when it launches more kernels than\n"
               "   the launch queue holds; the controls, additions only, show from how many launches the queue\n"
               "   alone does it)")
+    unet = results.get("unet")
+    if unet:
+        print(f"{'train steps/s, U-Net MNIST, batch ' + str(unet['batch']):44s} {unet['numpy']:10.2f} "
+              f"{unet['cupy']:10.2f} {unet['cupy'] / unet['numpy']:8.1f}x")
+        print(f"U-Net: to_numpy calls in 10 training steps {unet['to_numpy_train']}, in DDIM {unet['to_numpy_ddim']} "
+              f"(expected 0, 1); host waits in a step: {'YES' if unet['wait']['waited'] else 'no'}")
     if any(results.get("sampling_estimated", {}).values()):
         print("~ NumPy DDPM timed over its first steps and scaled to 1000 (--full-numpy runs them all)")
     print(f"total {time.perf_counter() - started:.0f} s; "

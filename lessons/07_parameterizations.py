@@ -180,6 +180,7 @@ noise_distance = metrics.sliced_wasserstein(np.random.default_rng(0).normal(size
 rows, pooled, names = [], [], []
 for kind in ("eps", "x0", "v"):
     config = train.TrainConfig(data="eightgaussians", n_data=lesson.pick(4000, 20000), prediction=kind,
+                               schedule="linear",  # the paper's schedule, where all three are defined throughout
                                steps=lesson.pick(800, 4000), width=lesson.pick(64, 128), emb_dim=lesson.pick(32, 64),
                                batch_size=lesson.pick(128, 256), lr=3e-3, warmup=20, seed=lesson.seed,
                                checkpoint_every=10**6, log_every=100)

@@ -15,6 +15,7 @@ from tinydiff import backend as B
 from tinydiff.autograd import Tensor, no_grad
 from tinydiff.gradcheck import GradcheckError, gradcheck
 from conftest import as_f64
+from test_conv import OP_CASES as U_NET_OP_CASES
 
 BROADCAST_PAIRS = [((3, 2), (3, 2)), ((3, 2), (1, 2)), ((3, 2), (2,)), ((3, 2), ()), ((), (3, 2)), ((2,), (4, 1))]
 
@@ -136,6 +137,8 @@ def cases_for(name):
             (lambda p, y: A.mse(p, y), [rand((4, 3), 1), rand((4, 3), 2)]),
             (lambda p, y: A.mse(p, y, as_f64(np.array([0.5, 1.0, 2.0, 3.0]))), [rand((4, 3), 3), rand((4, 3), 4)]),
         ]
+    if name in U_NET_OP_CASES:  # conv2d, group_norm, attention, ...: their grids live beside their other tests
+        return U_NET_OP_CASES[name]()
     return None
 
 

@@ -150,6 +150,8 @@ def test_gpu_benchmark_runs_every_part_with_numpy_standing_in(tmp_path):
     # to_numpy never runs inside the loops; DDIM reads its schedule once, before its loop.
     assert (transfers["to_numpy_train"], transfers["to_numpy_ddpm"], transfers["to_numpy_ddim"]) == (0, 0, 1)
     assert len(transfers["waits"]) == 6
+    unet = results["unet"]  # the U-Net's step and sampler: no to_numpy inside (DDIM's one read is before its loop)
+    assert (unet["to_numpy_train"], unet["to_numpy_ddim"]) == (0, 1) and unet["numpy"] > 0
 
 
 def test_cputime_benchmark_runs_and_compares_a_checkout():

@@ -628,3 +628,144 @@ def test_low_resolution_against_a_loop(backend, shape, factor):
 def test_low_resolution_refuses_a_factor_that_does_not_divide():
     with pytest.raises(ValueError, match="divide"):
         D.low_resolution(np.zeros((2, 24)), (4, 6), 4)
+
+
+# ---------------------------------------------------------------------------
+# CIFAR-10 (the binary version), from archives the tests write themselves
+# ---------------------------------------------------------------------------
+
+
+def _cifar_archive(path, records=(3, 2, 2, 1, 2, 4), seed=0):
+    """A cifar-10-binary.tar.gz in the official layout: records per data_batch_1..5, then test_batch.
+
+    Returns {member name: (pixels (N, 3, 32, 32), labels)} of what it wrote.
+    """
+    import tarfile
+
+    from tinydiff.data import cifar10 as C
+
+    rng = np.random.default_rng(seed)
+    written = {}
+    with tarfile.open(path, "w:gz") as archive:
+        for name, count in zip(C.MEMBERS["train"] + C.MEMBERS["test"], records):
+            pixels = rng.integers(0, 256, size=(count, 3, 32, 32), dtype=np.uint8)
+            labels = rng.integers(0, 10, size=count, dtype=np.uint8)
+            payload = np.concatenate([labels[:, None], pixels.reshape(count, -1)], axis=1).tobytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+            written[name] = (pixels, labels)
+    return written
+
+
+def _trusted_cifar(tmp_path, monkeypatch, folder="data"):
+    from tinydiff.data import cifar10 as C
+
+    root = tmp_path / folder
+    root.mkdir(parents=True, exist_ok=True)
+    written = _cifar_archive(root / C.ARCHIVE)
+    monkeypatch.setattr(C, "ARCHIVE_MD5", hashlib.md5((root / C.ARCHIVE).read_bytes()).hexdigest())
+    return root, written
+
+
+def test_cifar10_reads_the_binary_records(tmp_path, monkeypatch):
+    from tinydiff.data import cifar10 as C
+
+    root, written = _trusted_cifar(tmp_path, monkeypatch)
+    train = D.load("cifar10", data_dir=root)
+    assert train.image_shape == (3, 32, 32) and train.channels == 3 and train.dim == 3072
+    assert len(train) == 3 + 2 + 2 + 1 + 2 and train.x.dtype == np.float32 and train.levels == 256
+    first_pixels, first_labels = written[C.MEMBERS["train"][0]]
+    # record layout: label byte, then the red, green and blue planes, each row by row
+    assert np.array_equal(train.labels[:3], first_labels)
+    assert np.array_equal(train.images()[:3], D.scale_pixels(first_pixels, 255))
+    assert train.x.min() >= -1 and train.x.max() <= 1 and train.class_names[0] == "airplane"
+    test = D.load("cifar10", split="test", data_dir=root)
+    assert len(test) == 4 and np.array_equal(test.labels, written[C.MEMBERS["test"][0]][1])
+    subset = D.load("cifar10", n=5, seed=1, data_dir=root)
+    assert len(subset) == 5
+
+
+def test_cifar10_from_a_subfolder_and_tinydiff_data(tmp_path, monkeypatch):
+    root, _ = _trusted_cifar(tmp_path, monkeypatch, folder="all/cifar10")
+    monkeypatch.setenv("TINYDIFF_DATA", str(tmp_path / "all"))
+    assert len(D.load("cifar10", split="test")) == 4
+
+
+def test_cifar10_published_md5_and_a_mismatch_names_the_file(tmp_path):
+    from tinydiff.data import cifar10 as C
+
+    assert C.ARCHIVE_MD5 == "c32a1d4ab5d03f1284b67883e8d87530"  # www.cs.toronto.edu/~kriz/cifar.html
+    _cifar_archive(tmp_path / C.ARCHIVE)  # well formed, but not the published archive
+    with pytest.raises(D.DataError) as info:
+        D.load("cifar10", data_dir=tmp_path)
+    assert str(tmp_path / C.ARCHIVE) in str(info.value) and "expected c32a1d4ab5d03f1284b67883e8d87530" in str(info.value)
+
+
+def test_cifar10_corrupt_archive_and_bad_records_are_named(tmp_path, monkeypatch):
+    import tarfile
+
+    from tinydiff.data import cifar10 as C
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / C.ARCHIVE).write_bytes(b"\x1f\x8b not really gzip")
+    monkeypatch.setattr(C, "ARCHIVE_MD5", hashlib.md5((broken / C.ARCHIVE).read_bytes()).hexdigest())
+    with pytest.raises(D.DataError, match="not a readable .tar.gz"):
+        D.load("cifar10", data_dir=broken)
+    short = tmp_path / "short"
+    short.mkdir()
+    with tarfile.open(short / C.ARCHIVE, "w:gz") as archive:
+        for name in C.MEMBERS["train"]:
+            info = tarfile.TarInfo(name)
+            info.size = C.RECORD_BYTES - 1  # one byte short of a record
+            archive.addfile(info, io.BytesIO(b"\x00" * info.size))
+    monkeypatch.setattr(C, "ARCHIVE_MD5", hashlib.md5((short / C.ARCHIVE).read_bytes()).hexdigest())
+    with pytest.raises(D.DataError, match="data_batch_1.bin: 3072 bytes is not a whole number"):
+        D.load("cifar10", data_dir=short)
+    with pytest.raises(D.DataError, match="no member cifar-10-batches-bin/test_batch.bin"):
+        D.load("cifar10", split="test", data_dir=short)
+
+
+def test_cifar10_missing_archive_says_where_to_put_it(tmp_path, _offline):
+    from tinydiff.data import cifar10 as C
+
+    with pytest.raises(D.DataError) as info:
+        D.load("cifar10", data_dir=tmp_path)
+    assert str(tmp_path / C.ARCHIVE) in str(info.value) and "pickled" in str(info.value)
+    with pytest.raises(D.DataError, match="the download failed"):
+        D.load("cifar10")  # the cache, with no network
+    assert _offline == list(C.URLS)
+
+
+def test_cifar10_download_is_checked_before_it_is_cached(tmp_path, monkeypatch):
+    from tinydiff.data import cifar10 as C
+
+    _cifar_archive(tmp_path / "served.tar.gz")
+    raw = (tmp_path / "served.tar.gz").read_bytes()
+    monkeypatch.setattr(M, "fetch_url", lambda url, timeout: raw)
+    with pytest.raises(D.DataError, match="failed its check"):
+        D.load("cifar10")
+    assert not (tmp_path / "cache" / "cifar10" / C.ARCHIVE).exists()
+    monkeypatch.setattr(C, "ARCHIVE_MD5", hashlib.md5(raw).hexdigest())
+    assert len(D.load("cifar10", split="test")) == 4
+    assert (tmp_path / "cache" / "cifar10" / C.ARCHIVE).read_bytes() == raw
+
+
+def test_cifar10_is_read_without_pickle():
+    source = Path(D.__file__).with_name("cifar10.py").read_text()
+    assert "import pickle" not in source and "allow_pickle=True" not in source and ".load(" not in source
+
+
+def test_a_grid_of_colour_images_is_drawn_in_colour(tmp_path):
+    from PIL import Image
+
+    from tinydiff import viz
+
+    red = np.full((4, 3, 8, 8), -1.0)
+    red[:, 0] = 1.0  # the red plane full, green and blue off
+    path = viz.image_grid(red, tmp_path / "rgb.png", nrow=2)
+    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
+    assert np.any((pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60))
+    with pytest.raises(ValueError, match=r"\(N, H, W\) or \(N, 3, H, W\)"):
+        viz.image_grid(np.zeros((2, 2, 8, 8)), tmp_path / "bad.png")

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LESSONS_DIR = ROOT / "lessons"
 LESSONS = sorted(p.name for p in LESSONS_DIR.glob("[0-9][0-9]_*.py"))
 REQUIRED = ["00_autograd", "01_schedules", "02_forward", "03_posterior", "04_denoiser", "05_objective",
-            "06_sampling", "07_parameterizations", "08_bound", "09_ddim", "10_guidance", "11_mnist", "12_gpu"]
+            "06_sampling", "07_parameterizations", "08_bound", "09_ddim", "10_guidance", "11_mnist", "12_gpu",
+            "13_unet", "14_ode", "15_latent"]
 SUMMARY = re.compile(r"^lesson (\S+): all (\d+) checks passed", re.MULTILINE)
 
 

@@ -358,7 +358,7 @@ def test_non_finite_weights_are_not_saved_and_resume_can_lower_the_lr(tmp_path, 
 @pytest.mark.parametrize("args,needle", [
     (["--data", "swissroll", "--conditional"], "needs labels"),
     (["--data", "moons", "--width", "100000000"], "GB"),
-    (["--data", "moons", "--superres", "2"], "superres needs image data"),
+    (["--data", "moons", "--superres", "2"], "is a 2D set"),
 ])
 def test_a_refused_new_run_leaves_no_folder_behind(args, needle, tmp_path, capsys):
     out = tmp_path / "parent" / "run"

@@ -13,7 +13,8 @@ from tinydiff import train as T
 
 def tiny_config(**overrides):
     values = dict(data="moons", n_data=512, steps=40, batch_size=32, width=16, depth=2, emb_dim=8,
-                  T=50, warmup=5, checkpoint_every=10, log_every=5, ema=0.9, seed=3)
+                  T=50, warmup=5, checkpoint_every=10, log_every=5, ema=0.9, seed=3,
+                  schedule="linear", prediction="eps")  # the paper's setting, not the 2D defaults
     values.update(overrides)
     return T.TrainConfig(**values)
 
@@ -196,14 +197,14 @@ def test_a_custom_betas_file_and_zero_terminal_snr_reach_the_schedule(tmp_path):
     path = tmp_path / "betas.txt"
     np.savetxt(path, betas)
     quiet = dict(progress=False, log=lambda *_: None)
-    result = T.train(tiny_config(betas_file=str(path)), tmp_path / "custom", **quiet)
+    result = T.train(tiny_config(betas_file=str(path), schedule=None), tmp_path / "custom", **quiet)
     np.testing.assert_allclose(B.to_numpy(result.run.diffusion.schedule.betas), betas, rtol=1e-12)
     reloaded = T.load_run(result.checkpoint)  # the betas travel in the checkpoint: the file is not needed
     path.unlink()
     np.testing.assert_allclose(B.to_numpy(reloaded.diffusion.schedule.betas), betas, rtol=1e-12)
     with pytest.raises(ValueError, match="holds 50 betas, and T is 40"):
         np.savetxt(path, betas)
-        T.train(tiny_config(betas_file=str(path), T=40), tmp_path / "wrong", **quiet)
+        T.train(tiny_config(betas_file=str(path), schedule=None, T=40), tmp_path / "wrong", **quiet)
     zero = T.train(tiny_config(zero_terminal_snr=True, prediction="v"), tmp_path / "zero", **quiet).run
     assert float(B.to_numpy(zero.diffusion.schedule.alpha_bars)[-1]) == 0.0
     with pytest.raises(ValueError, match="zero-terminal-SNR"):

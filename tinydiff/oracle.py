@@ -13,10 +13,13 @@ mixture it has a closed form (Bayes' rule for Gaussians, per component):
     E[eps | x_t]    = (x_t - a E[x_0 | x_t]) / s                     (Eq. 9)
 
 with a = sqrt(alpha_bar_t), s = sqrt(1 - alpha_bar_t). ``MixtureDenoiser``
-is this function as a model(x_t, t). With it the samplers of samplers.py and
+is this function as a model(x_t, t). With it the samplers of tinydiff.samplers and
 the bound of diffusion.py can be checked against the known data
 distribution; ``distance_to_oracle`` measures how far a trained network is
-from it at each t.
+from it at each t. Called with a Tensor, it joins the autograd graph with its
+exact vector-Jacobian product (Tweedie: dE[x_0 | x_t]/dx_t = (a / s^2)
+Cov[x_0 | x_t]), so the likelihood of the probability-flow ODE (tinydiff.ode)
+can be checked against the true density too.
 
 Timesteps are 0-indexed, as everywhere in tinydiff (code t = paper t - 1).
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 
 from . import backend as B
-from .autograd import no_grad
+from .autograd import Tensor, no_grad, record
 from .backend import xp
 from .diffusion import LOG_2PI
 from .steps import timesteps_per_row
@@ -129,10 +132,12 @@ class GaussianMixture:
         )
         return second - mu**2
 
-    def posterior_x0(self, x_t, alpha_bar):
-        """E[x_0 | x_t] when x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps.
+    def posterior_components(self, x_t, alpha_bar):
+        """Bayes' rule per component: responsibilities r_k (N, K), E[x_0 | x_t, k] (N, K, D), Var[x_0 | x_t, k].
 
-        alpha_bar is a float or an (N,) array (one per row). Returns (N, D) float64.
+        x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps; alpha_bar is a float
+        or an (N,) array (one per row). Var[x_0 | x_t, k] = v_k s^2 / (a^2 v_k + s^2)
+        is (1, K, D) or (N, K, D). All float64.
         """
         x_t = xp.astype(x_t, B.float64())
         n = x_t.shape[0]
@@ -147,7 +152,30 @@ class GaussianMixture:
         x = xp.reshape(x_t, (n, 1, self.dim))
         # Bayes' rule per component: E[x_0 | x_t, k] = m_k + a v_k / (a^2 v_k + s^2) (x_t - a m_k)
         x0_k = m + a * v / (a * a * v + s2) * (x - a * m)  # (N, K, D)
+        return resp, x0_k, v * s2 / (a * a * v + s2)
+
+    def posterior_x0(self, x_t, alpha_bar):
+        """E[x_0 | x_t] when x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps.
+
+        alpha_bar is a float or an (N,) array (one per row). Returns (N, D) float64.
+        """
+        resp, x0_k, _ = self.posterior_components(x_t, alpha_bar)
+        n = x0_k.shape[0]
         return xp.sum(xp.reshape(resp, (n, self.n_components, 1)) * x0_k, axis=1)  # (N, D)
+
+    def posterior_covariance_times(self, x_t, alpha_bar, u):
+        """Cov[x_0 | x_t] u per row, (N, D): the law of total covariance over the components.
+
+        Cov = sum_k r_k (Var_k + mu_k mu_k^T) - mu mu^T with mu_k = E[x_0 | x_t, k],
+        mu = E[x_0 | x_t]; multiplied by u without forming the D x D matrix.
+        """
+        resp, x0_k, var_k = self.posterior_components(x_t, alpha_bar)
+        n = x0_k.shape[0]
+        r = xp.reshape(resp, (n, self.n_components, 1))  # (N, K, 1)
+        u = xp.reshape(xp.astype(u, B.float64()), (n, 1, self.dim))  # (N, 1, D)
+        mu = xp.sum(r * x0_k, axis=1, keepdims=True)  # (N, 1, D)
+        second = xp.sum(r * (var_k * u + x0_k * xp.sum(x0_k * u, axis=2, keepdims=True)), axis=1)  # (N, D)
+        return second - xp.reshape(mu * xp.sum(mu * u, axis=2, keepdims=True), (n, self.dim))
 
 
 class MixtureDenoiser:
@@ -156,7 +184,9 @@ class MixtureDenoiser:
     Returns E[eps | x_t], E[x_0 | x_t] or E[v | x_t] (whichever the
     diffusion's prediction_type asks for, or ``prediction_type``) as a
     backend array of x_t's dtype: the minimiser of the training loss, the
-    best any network can do. Computed in float64.
+    best any network can do. Computed in float64. Called with a Tensor x_t it
+    returns a Tensor whose vector-Jacobian product is exact (Tweedie's
+    identity), so it can be differentiated like a network.
     """
 
     def __init__(self, mixture, diffusion, prediction_type=None):
@@ -167,20 +197,44 @@ class MixtureDenoiser:
             raise ValueError(f"prediction_type must be one of 'eps', 'x0', 'v', got {self.prediction_type!r}")
 
     def __call__(self, x_t, t, **unused):
-        schedule = self.diffusion.schedule
-        n = x_t.shape[0]
-        t = timesteps_per_row(t, n, self.diffusion.T)
-        alpha_bar = xp.take(schedule.alpha_bars, t, axis=0)  # (N,) float64
+        if isinstance(x_t, Tensor):
+            return self._differentiable(x_t, t)
+        alpha_bar, a, s = self._coefficients(t, x_t.shape[0])
         x0 = self.mixture.posterior_x0(x_t, alpha_bar)  # (N, D) float64
         x = xp.astype(x_t, B.float64())
-        a = xp.reshape(xp.sqrt(alpha_bar), (n, 1))
-        s = xp.reshape(xp.sqrt(1.0 - alpha_bar), (n, 1))
         if self.prediction_type == "x0":
             out = x0
         else:
             eps = (x - a * x0) / s  # Eq. 9 in expectation
             out = eps if self.prediction_type == "eps" else a * eps - s * x0  # v is linear
         return xp.astype(out, x_t.dtype)
+
+    def _coefficients(self, t, n):
+        """alpha_bar_t (N,), and a = sqrt(alpha_bar_t), s = sqrt(1 - alpha_bar_t) shaped (N, 1), float64."""
+        t = timesteps_per_row(t, n, self.diffusion.T)
+        alpha_bar = xp.take(self.diffusion.schedule.alpha_bars, t, axis=0)  # (N,) float64
+        return alpha_bar, xp.reshape(xp.sqrt(alpha_bar), (n, 1)), xp.reshape(xp.sqrt(1.0 - alpha_bar), (n, 1))
+
+    def _differentiable(self, x_t, t):
+        """The same output for a Tensor x_t, joined to the graph with its exact vector-Jacobian product.
+
+        Tweedie's second identity: d E[x_0 | x_t] / dx_t = (a / s^2) Cov[x_0 | x_t],
+        a symmetric matrix, so g^T dx0/dx_t = (a / s^2) Cov g; eps = (x_t - a x0) / s
+        and v = a eps - s x0 follow linearly. So the ODE likelihood (tinydiff.ode)
+        can take the divergence of the exact denoiser as it does a network's.
+        """
+        x = x_t.data
+        out = self(x, t)
+        alpha_bar, a, s = self._coefficients(t, x.shape[0])
+
+        def vjp(g):
+            g = xp.astype(g, B.float64())
+            dx0 = a / (s * s) * self.mixture.posterior_covariance_times(x, alpha_bar, g)  # g^T dx0/dx_t
+            deps = (g - a * dx0) / s
+            grad = {"x0": dx0, "eps": deps, "v": a * deps - s * dx0}[self.prediction_type]
+            return (xp.astype(grad, x.dtype),)
+
+        return record(out, (x_t,), vjp, "mixture_denoiser")
 
 
 def true_nll(mixture, x0):

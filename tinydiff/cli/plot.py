@@ -113,7 +113,10 @@ def plot_loss(args, run, folder):
     steps, losses = T.read_losses(folder)
     out = args.out or os.path.join(folder, "loss.png")
     viz.plot_loss(steps, losses, out)
-    centres, bucket_losses = T.loss_by_timestep(run, T.load_data(run.config).x)
+    x0 = T.load_data(run.config).x
+    if run.latent is not None:  # a latent run's denoiser works on the codes s mu(x) of the images
+        x0 = run.latent.encode(x0)
+    centres, bucket_losses = T.loss_by_timestep(run, x0)
     out_by_t = os.path.splitext(out)[0] + "_by_t.png"
     viz.plot_loss_by_t(centres, bucket_losses, out_by_t, T=run.diffusion.T)
     log(f"wrote {out} and {out_by_t}")
@@ -197,5 +200,8 @@ def command_plot(args):
         FROM_DATA[args.what](args)
         return 0
     run = T.use_ema_weights(T.load_run(args.checkpoint))
+    if run.latent is not None and args.what in ("reverse", "vlb"):
+        raise UsageError(f"tinydiff plot {args.what}: not drawn for a latent-diffusion run (its process runs on the "
+                         "autoencoder's codes, not on images); plot loss works, and sample draws decoded images")
     FROM_RUN[args.what](args, run, run_folder(args.checkpoint))
     return 0

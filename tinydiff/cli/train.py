@@ -90,6 +90,9 @@ def add_parser(commands):
                      help="continue the run in --out from its checkpoint; only "
                           f"{', '.join(flag(name) for name in RESUME_OVERRIDES)} may change")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--distributed", action="store_true",
+                     help="train one model on every process of an MPI job (mpiexec -n N ...; found without this "
+                          "flag when mpiexec starts several); --batch-size stays the whole batch; needs the mpi extra")
     add_backend(run)
     return train
 
@@ -131,20 +134,29 @@ def resume_overrides(given, out) -> dict:
 
 
 def command_train(args):
+    from .. import distributed
     from .. import train as T
 
     set_backend(args.backend)
-    given = given_config(args)
-    config = build_config(given)
-    out = args.out or os.path.join("runs", args.data)
-    overrides = None
-    if args.resume:
-        overrides = resume_overrides(given, out)
-        log(f"--resume: continuing the run in {out} with its saved configuration (only "
-            f"{', '.join(flag(name) for name in RESUME_OVERRIDES)} may change)")
-    else:
-        refuse_existing_run("train", out, "continue it with --resume, or choose another --out")
-    result = T.train(config, out, resume=args.resume, overrides=overrides, progress=not args.no_progress, log=log)
+    communicator = distributed.connect(args.distributed)  # None for one process; mpi4py is imported only for several
+    distributed.quiet_unless_root(communicator)
+    with distributed.guard(communicator), distributed.together(communicator):
+        given = given_config(args)
+        config = build_config(given)
+        out = args.out or os.path.join("runs", args.data)
+        overrides = None
+        if args.resume:
+            overrides = resume_overrides(given, out)
+            log(f"--resume: continuing the run in {out} with its saved configuration (only "
+                f"{', '.join(flag(name) for name in RESUME_OVERRIDES)} may change)")
+        else:
+            refuse_existing_run("train", out, "continue it with --resume, or choose another --out")
+    with distributed.guard(communicator):
+        if communicator is not None:
+            log(f"training one model on {communicator.size} MPI process(es): each takes its rows of every "
+                "batch, one all-reduce sums their gradients")
+        result = T.train(config, out, resume=args.resume, overrides=overrides, progress=not args.no_progress,
+                         log=log, communicator=communicator)
     _report(result, out)
     return EXIT_SIGNAL_BASE + result.stop_signal if result.stop_signal else 0
 

@@ -7,15 +7,17 @@ One entry point loads any set by name:
     ds = load("eightgaussians", n=10_000, seed=0)   # ds.x: float32 (N, 2)
     ds = load("digits")                              # 1,797 8x8 images in [-1, 1]
     ds = load("mnist", split="test")                 # IDX files, found or downloaded
+    ds = load("cifar10")                             # the binary archive; x (N, 3*32*32)
 
 2D sets are drawn fresh from a seeded generator and scaled to roughly unit
 spread, the scale the DDPM forward process assumes of data: the paper scales
 images to [-1, 1] (Sec. 4) so that x_T ~ N(0, I) is reached at the same
 signal-to-noise ratio whatever the data set.
 
-Image sets come flattened, ``x`` of shape (N, H*W), pixels mapped linearly to
-[-1, 1] (Sec. 4: "we assume that image data consists of integers in
-{0, ..., 255} scaled linearly to [-1, 1]"), with integer labels.
+Image sets come flattened, ``x`` of shape (N, H*W) (colour: (N, C*H*W), the
+channels one after another), pixels mapped linearly to [-1, 1] (Sec. 4: "we
+assume that image data consists of integers in {0, ..., 255} scaled
+linearly to [-1, 1]"), with integer labels.
 
 The package, one concept a file:
 
@@ -23,6 +25,7 @@ The package, one concept a file:
     toy2d.py       moons, swissroll, eightgaussians, checkerboard, circles, spiral
     idx.py         IDX files (the MNIST format): read, write, digest
     mnist.py       MNIST and Fashion-MNIST: where the files are, checksums, download
+    cifar10.py     CIFAR-10 from its binary .tar.gz (never the pickled version)
     digits.py      the digits set shipped in tinydiff/data_files/
     transforms.py  minibatches, downsample, upsample, low_resolution
     __init__.py    Dataset and load(), which ties them together
@@ -35,7 +38,7 @@ import dataclasses
 import numpy as np
 
 from ..checks import check_int
-from . import digits, mnist
+from . import cifar10, digits, mnist
 from .common import DataError
 from .digits import DIGITS_FILE
 from .idx import read_idx, sha256_of, write_idx
@@ -55,7 +58,7 @@ from .toy2d import (
 )
 from .transforms import batches, downsample, low_resolution, upsample
 
-IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist")
+IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 DATASETS = DATASETS_2D + IMAGE_DATASETS
 SPLITS = ("train", "test")
 
@@ -75,10 +78,10 @@ __all__ = [
 class Dataset:
     """A loaded data set: host arrays plus what is needed to read them.
 
-    x:            float32 (N, D). Image sets are flattened, D = H * W, in [-1, 1].
+    x:            float32 (N, D). Image sets are flattened, D = H * W (C * H * W in colour), in [-1, 1].
     labels:       int64 (N,), or None for sets without natural classes.
     num_classes:  number of classes when labels is not None, else None.
-    image_shape:  (H, W) for image sets, None for 2D sets.
+    image_shape:  (H, W) for grey image sets, (C, H, W) for colour ones (CIFAR-10), None for 2D sets.
     name:         the name ``load`` was given.
     class_names:  a name per class where one exists (Fashion-MNIST), else None.
     levels:       the number of pixel values of an image set (256 for MNIST, 17 for
@@ -101,11 +104,18 @@ class Dataset:
         """D, the length of one flattened data point."""
         return int(self.x.shape[1])
 
+    @property
+    def channels(self):
+        """1 for grey images, C for colour ones (image_shape (C, H, W)); None for 2D sets."""
+        if self.image_shape is None:
+            return None
+        return self.image_shape[0] if len(self.image_shape) == 3 else 1
+
     def images(self):
-        """The images as float32 (N, H, W) in [-1, 1] (a view of ``x``)."""
+        """The images as float32 (N, H, W), or (N, C, H, W) in colour, in [-1, 1] (a view of ``x``)."""
         if self.image_shape is None:
             raise ValueError(f"images(): data set {self.name!r} is not an image set")
-        return self.x.reshape((len(self),) + tuple(self.image_shape))  # (N, H, W)
+        return self.x.reshape((len(self),) + tuple(self.image_shape))  # (N, H, W) or (N, C, H, W)
 
 
 def scale_pixels(pixels, max_value):
@@ -118,7 +128,8 @@ def load(name, n=None, seed=0, *, split="train", data_dir=None, download=True):
     """Load data set ``name`` as a ``Dataset`` of host NumPy arrays.
 
     name:      one of DATASETS (2D: moons, swissroll, eightgaussians,
-               checkerboard, circles, spiral; images: digits, mnist, fashion-mnist).
+               checkerboard, circles, spiral; images: digits, mnist, fashion-mnist,
+               cifar10).
     n:         2D sets: how many points to draw (default 10,000).
                Image sets: None for all, else a random subset of n images
                drawn without replacement by ``seed``.
@@ -126,9 +137,10 @@ def load(name, n=None, seed=0, *, split="train", data_dir=None, download=True):
     split:     "train" or "test". For 2D sets "test" draws from an independent
                stream of the same seed; digits has a single set of 1,797
                images, so only "train".
-    data_dir:  a folder holding the IDX files (MNIST-format sets only); when
-               None, $TINYDIFF_DATA, else the download cache (see ``mnist``).
-    download:  whether missing MNIST-format files may be downloaded to the cache.
+    data_dir:  a folder holding the IDX files (MNIST-format sets) or the CIFAR-10
+               archive; when None, $TINYDIFF_DATA, else the download cache (see
+               ``mnist`` and ``cifar10``).
+    download:  whether missing files may be downloaded to the cache.
 
     Images come as x float32 (N, H*W) in [-1, 1] with int64 labels; see
     ``Dataset.images()`` for (N, H, W).
@@ -158,6 +170,9 @@ def _load_images(name, n, seed, split, data_dir, download):
             )
         pixels, labels = digits.load_digits()
         max_value, num_classes = digits.MAX_VALUE, digits.NUM_CLASSES
+    elif name == "cifar10":
+        pixels, labels = cifar10.load_cifar10(split, data_dir, download)  # (N, 3, 32, 32)
+        max_value, num_classes = 255, cifar10.NUM_CLASSES
     else:
         pixels, labels = mnist.load_idx_set(name, split, data_dir, download)
         max_value, num_classes = 255, mnist.NUM_CLASSES[name]
@@ -170,14 +185,13 @@ def _load_images(name, n, seed, split, data_dir, download):
             )
         index = np.random.default_rng(seed).choice(count, size=n, replace=False)
         pixels, labels = pixels[index], labels[index]
-    height, width = pixels.shape[1:]
-    x = scale_pixels(pixels.reshape(pixels.shape[0], height * width), max_value)  # (N, H*W)
+    x = scale_pixels(pixels.reshape(pixels.shape[0], -1), max_value)  # (N, H*W), or (N, C*H*W) in colour
     return Dataset(
         x=x,
         labels=labels.astype(np.int64),
         num_classes=num_classes,
-        image_shape=(int(height), int(width)),
+        image_shape=tuple(int(n) for n in pixels.shape[1:]),  # (H, W), or (C, H, W)
         name=name,
-        class_names=mnist.CLASS_NAMES.get(name),
+        class_names=cifar10.CLASS_NAMES if name == "cifar10" else mnist.CLASS_NAMES.get(name),
         levels=max_value + 1,
     )

@@ -69,7 +69,7 @@ class Module:
             yield from child.modules()
 
     def train(self, mode=True):
-        """Set training mode (kept for PyTorch familiarity; no layer here behaves differently)."""
+        """Set training mode, as in PyTorch (only Dropout behaves differently: it drops in training mode)."""
         for module in self.modules():
             module.training = mode
         return self

@@ -5,9 +5,11 @@
 
     config.py      TrainConfig: every setting, its default and its help text
     run.py         Run, new_run, load_run: model, diffusion, optimizer, EMA, generator
-    loop.py        train_step (Algorithm 1 in ten lines) and train (the loop around it)
+    loop.py        train_step (Algorithm 1 on one screen) and train (the loop around it)
     checkpoint.py  .npz with a JSON header, written atomically, read without pickle
     folder.py      the run folder's lock, loss log and writability check
+    latent.py      latent diffusion (latent_dim > 0): stage 1 trains nn.Autoencoder, its
+                   scale factor, stage 2 on its codes; both in the one checkpoint
 
 Nothing is lost: a checkpoint is written every ``checkpoint_every`` steps and
 at the end, atomically (a crash leaves the old file or the new one), and only
@@ -15,6 +17,11 @@ when its weights are finite; ``resume=True`` continues exactly (N steps
 straight and N/2 + N/2 give the same parameters, bit for bit on NumPy); a NaN
 loss stops with a message naming the step and the last good checkpoint;
 Ctrl-C and SIGTERM save and return.
+
+On several processes (``mpiexec -n N``), every rank calls
+``train(config, out_dir, communicator=tinydiff.distributed.connect())``:
+each computes the loss of its rows of every batch, one all-reduce sums the
+gradients, and the result is the one process's to float32 round-off.
 """
 
 from ..data import low_resolution

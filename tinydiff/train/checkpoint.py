@@ -132,8 +132,15 @@ def checkpoint_arrays(run) -> dict:
 
 
 def save_checkpoint(run, path) -> str:
-    """Write a run (model, optimizer, EMA, step, generator, config) to ``path`` atomically."""
-    return write_npz_atomic(path, checkpoint_header(run), checkpoint_arrays(run))
+    """Write a run (model, optimizer, EMA, step, generator, config) to ``path`` atomically.
+
+    A latent run's autoencoder (train.latent.LatentStage) goes into the same
+    file: an "autoencoder" header entry and "autoencoder/..." arrays.
+    """
+    header, arrays = checkpoint_header(run), checkpoint_arrays(run)
+    if getattr(run, "latent", None) is not None:
+        header["autoencoder"], arrays = run.latent.header(), {**arrays, **run.latent.arrays()}
+    return write_npz_atomic(path, header, arrays)
 
 
 def read_checkpoint(path) -> tuple[dict, dict]:

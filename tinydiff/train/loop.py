@@ -1,14 +1,18 @@
 """The training loop of Algorithm 1: one readable step, and the loop that keeps its results safe.
 
-``train_step`` is Algorithm 1 with the optimizer's parts around it, in ten
-lines. ``train`` repeats it and adds what a long run needs: the learning-
+``train_step`` is Algorithm 1 with the optimizer's parts around it, on one
+screen. ``train`` repeats it and adds what a long run needs: the learning-
 rate schedule, a loss log, checkpoints, a stop on a NaN loss, Ctrl-C and
-SIGTERM, and resume.
+SIGTERM, and resume. Given a ``communicator`` (tinydiff.distributed), every
+rank of an MPI job runs the same loop on its rows of each batch, one
+all-reduce joins the gradients, and rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import math
 import os
 import signal
@@ -20,10 +24,12 @@ from .. import data as data_module
 from .. import optim
 from ..autograd import no_grad
 from ..backend import xp
+from ..distributed import raised_on_every_rank, together
 from ..files import remove_stale_parts, write_text
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .folder import LossLog, RunLock, check_writable
+from .latent import first_stage
 from .run import Run, load_data, load_run, new_run
 
 
@@ -39,16 +45,24 @@ def learning_rate(config: TrainConfig, step: int) -> float:
                                config.min_lr_ratio * config.lr)
 
 
-def train_step(run: Run, x0, model_kwargs=None):
+def train_step(run: Run, x0, model_kwargs=None, communicator=None):
     """One step of Algorithm 1 on the batch x0; returns the loss (a 0-d backend array).
 
     The loss draws t ~ Uniform{0..T-1} and eps ~ N(0, I) from run.rng and
-    compares the model's output at x_t with its target (Eq. 14).
+    compares the model's output at x_t with its target (Eq. 14). With a
+    ``communicator`` x0 is the whole batch of every rank: this rank computes
+    L_r, its rows' part of the loss, and returns it; one all-reduce sums the
+    parts' gradients into the batch's (tinydiff.distributed).
     """
     run.optimizer.lr = learning_rate(run.config, run.step)
-    loss = run.diffusion.training_loss(run.model, x0, run.rng, model_kwargs=model_kwargs)
+    if communicator is None:
+        loss = run.diffusion.training_loss(run.model, x0, run.rng, model_kwargs=model_kwargs)
+    else:
+        loss = _loss_of_my_rows(run, x0, model_kwargs, communicator)
     run.optimizer.zero_grad()
     loss.backward()
+    if communicator is not None:
+        communicator.allreduce_gradients(run.parameters)  # grad L = sum over ranks r of grad L_r
     if run.config.grad_clip:
         optim.clip_grad_norm(run.parameters, run.config.grad_clip)
     run.optimizer.step()
@@ -56,6 +70,22 @@ def train_step(run: Run, x0, model_kwargs=None):
         run.ema.update()
     run.step += 1
     return loss.data
+
+
+def _loss_of_my_rows(run, x0, model_kwargs, communicator):
+    """L_r = (1/B) sum of l_i over this rank's rows of the batch, each row with the t and eps one process gives it.
+
+    Every rank draws t and eps for the whole batch from the same stream, in
+    the order training_loss draws them (t, then eps), and keeps its rows.
+    """
+    n = x0.shape[0]
+    t = run.rng.integers(0, run.diffusion.T, (n,))  # (B,)
+    noise = run.rng.normal(tuple(x0.shape), dtype=x0.dtype)  # (B, D)
+    rows = communicator.rows(n)
+    kwargs = {name: value[rows, ...] for name, value in (model_kwargs or {}).items()}
+    mean = run.diffusion.training_loss(run.model, x0[rows, ...], run.rng, t=t[rows], noise=noise[rows, ...],
+                                       model_kwargs=kwargs)
+    return mean * ((rows.stop - rows.start) / n)  # the mean over this rank's rows, times their share of the batch
 
 
 def drop_labels(y, num_classes, probability, rng):
@@ -133,16 +163,19 @@ class _Log:
 
     float(loss) on every step is free on the CPU; on a GPU it is a
     synchronisation, so there the check waits for each group of log_every.
+    With a communicator too: each group of the ranks' parts is summed then,
+    so every rank stops at the same NaN. Rank 0 alone writes and shows.
     """
 
-    def __init__(self, run, out_dir, progress, last_saved):
-        self.run, self.last_saved = run, last_saved
+    def __init__(self, run, out_dir, progress, last_saved, communicator=None):
+        self.run, self.last_saved, self.communicator = run, last_saved, communicator
+        self.writer = communicator is None or communicator.rank == 0
         self.checkpoint = os.path.join(out_dir, "checkpoint.npz")
-        self.file = LossLog(os.path.join(out_dir, "losses.csv"), run.step)
+        self.file = LossLog(os.path.join(out_dir, "losses.csv"), run.step) if self.writer else None
         self.pending, self.losses = [], []
-        self.check_every = run.config.log_every if B.get_backend() == "cupy" else 1
+        self.check_every = run.config.log_every if B.get_backend() == "cupy" or communicator else 1
         self.bar = None
-        if progress:
+        if progress and self.writer:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=run.config.steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True)
@@ -160,21 +193,29 @@ class _Log:
         if not self.pending:
             return
         values = B.to_numpy(xp.stack([loss for _, loss, _ in self.pending]))
+        if self.communicator is not None:
+            values = self.communicator.sum(values)  # each step's parts L_r add up to its loss L
         rows = [(step, float(value), lr) for (step, _, lr), value in zip(self.pending, values)]
         self.pending.clear()
+        with together(self.communicator):
+            self._check_and_write(rows)
+        self.losses.extend((step, value) for step, value, _ in rows)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{rows[-1][1]:.4f}", lr=f"{rows[-1][2]:.2e}")
+
+    def _check_and_write(self, rows):
         for step, value, _ in rows:
             if not math.isfinite(value):
                 raise TrainingError(f"loss became {value} at step {step}; {self.where_saved()}. Lower the "
                                     f"learning rate (now {self.run.config.lr}; on resume --lr may change), keep "
                                     "gradient clipping on, or check the data for NaNs")
+        if self.file is None:
+            return
         try:
             self.file.append(rows)
         except OSError as error:
             raise TrainingError(f"could not write {self.file.path} at step {rows[-1][0]} "
                                 f"({error.strerror or error}); {self.where_saved()}") from None
-        self.losses.extend((step, value) for step, value, _ in rows)
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{rows[-1][1]:.4f}", lr=f"{rows[-1][2]:.2e}")
 
     def where_saved(self):
         if self.last_saved is None:
@@ -182,8 +223,22 @@ class _Log:
         return f"the last good checkpoint is {self.checkpoint} (step {self.last_saved})"
 
     def save(self, x0, model_kwargs):
-        """Flush, then write a checkpoint if its weights are good (finite, with a finite loss on the last batch)."""
+        """Flush, then write a checkpoint if its weights are good (finite, with a finite loss on the last batch).
+
+        With a communicator, the ranks first show that they hold the same
+        weights and generator state, so the one checkpoint rank 0 writes is
+        every rank's, and --resume continues every rank.
+        """
         self.flush()
+        if self.communicator is not None and not self.communicator.same(_state_digest(self.run)):
+            raise raised_on_every_rank(TrainingError(f"the ranks hold different weights or generator states at "
+                                                     f"step {self.run.step}; nothing was saved; {self.where_saved()}"))
+        with together(self.communicator):
+            if self.writer:
+                self._write(x0, model_kwargs)
+        self.last_saved = self.run.step
+
+    def _write(self, x0, model_kwargs):
         run = self.run
         finite = bool(xp.all(xp.isfinite(run.parameters.data)))
         if finite:
@@ -199,11 +254,17 @@ class _Log:
         except OSError as error:  # a full disk, a folder made read-only: the old checkpoint is intact
             raise TrainingError(f"could not write {self.checkpoint} at step {run.step} "
                                 f"({error.strerror or error}); {self.where_saved()}") from None
-        self.last_saved = run.step
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def _state_digest(run):
+    """A short digest of the weights and the generator's state: the same on every rank of one run."""
+    digest = hashlib.blake2b(B.to_numpy(run.parameters.data).tobytes(), digest_size=16)
+    digest.update(repr(run.rng.state()).encode())
+    return digest.hexdigest()
 
 
 RESUME_OVERRIDES = ("steps", "lr", "grad_clip", "data_dir")
@@ -228,8 +289,28 @@ def _resume(config, out_dir, dataset, overrides, log):
     return run, (dataset if dataset is not None else load_data(run.config))
 
 
+def _take_folder(out_dir, writer, held, log):
+    """The writer (rank 0, or the one process) checks, locks and tidies out_dir; every rank catches signals."""
+    if writer:
+        check_writable(out_dir)
+        held.enter_context(RunLock(out_dir, log))
+    signals = held.enter_context(_StopSignals())
+    if writer:
+        remove_stale_parts(out_dir)  # temporary files of a killed run (only the lock's holder may touch them)
+    return signals
+
+
+def _stop(signals, deadline, communicator):
+    """Whether to stop before the next step: a signal came, or the time is up. On any rank: all stop together."""
+    flags = [signals.received or 0, int(deadline is not None and time.perf_counter() > deadline)]
+    if communicator is not None:
+        flags = communicator.maximum(flags)  # one small all-reduce a step: every rank stops at the same step
+        signals.received = flags[0] or signals.received  # (one that came during the all-reduce counts next step)
+    return any(flags)
+
+
 def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=None, stop_at=None,
-          max_seconds=None, overrides=None, log=print) -> TrainResult:
+          max_seconds=None, overrides=None, log=print, communicator=None) -> TrainResult:
     """Train by Algorithm 1 into ``out_dir`` (checkpoint.npz, losses.csv, config.json).
 
     resume=True continues from out_dir/checkpoint.npz with its saved
@@ -239,25 +320,39 @@ def train(config: TrainConfig, out_dir, *, resume=False, progress=True, dataset=
     a Ctrl-C would; max_seconds does the same after that much wall-clock time
     (the learning-rate schedule still follows config.steps). SIGINT and
     SIGTERM save a checkpoint and return with ``stop_signal`` set.
+
+    With a ``communicator`` (tinydiff.distributed.connect()) every rank of an
+    MPI job calls train alike and trains the one model on its rows of each
+    batch. Rank 0 alone writes out_dir; a refusal, a signal or the time
+    limit on any rank ends every rank at the same point.
     """
-    if not resume:  # validated and sized before the folder is touched: a refusal leaves nothing behind
-        run, dataset = new_run(config, dataset)
-    check_writable(out_dir)
-    with RunLock(out_dir, log), _StopSignals() as signals:
-        remove_stale_parts(out_dir)  # temporary files of a killed run (only the lock's holder may touch them)
-        if resume:
-            run, dataset = _resume(config, out_dir, dataset, overrides, log)
-        write_text(os.path.join(out_dir, "config.json"), _config_json(run.config))
-        B.keep_freed_memory()  # no page faults re-reading freed memory every step
-        batches, logbook = Batches(run, dataset), _Log(run, out_dir, progress, run.step if resume else None)
+    writer = communicator is None or communicator.rank == 0
+    log = log if writer else (lambda *_: None)
+    with contextlib.ExitStack() as held:
+        with together(communicator):  # a refusal on any rank is raised on every rank
+            if not resume:  # validated and sized before the folder is touched: a refusal leaves nothing behind
+                run, dataset = new_run(config, dataset)
+            signals = _take_folder(out_dir, writer, held, log)
+            if resume:
+                run, dataset = _resume(config, out_dir, dataset, overrides, log)
+            if communicator is not None:
+                communicator.check_batch_size(run.config.batch_size)
+            if writer:
+                write_text(os.path.join(out_dir, "config.json"), _config_json(run.config))
+            B.keep_freed_memory()  # no page faults re-reading freed memory every step
+            if run.latent is not None:  # latent diffusion: stage 1 trains the autoencoder; its codes are the data
+                dataset, max_seconds = first_stage(run, dataset, out_dir, signals, max_seconds, progress, log, communicator)
+                if dataset is None:  # stopped in stage 1, saved
+                    return TrainResult(run, os.path.join(out_dir, "checkpoint.npz"), [], True, 0.0, signals.received)
+            batches = Batches(run, dataset)
+            logbook = _Log(run, out_dir, progress, run.step if resume else None, communicator)
         end = run.config.steps if stop_at is None else min(run.config.steps, stop_at)
         start_time, x0, model_kwargs = time.perf_counter(), None, None
+        deadline = start_time + max_seconds if max_seconds else None
         try:
-            while run.step < end and signals.received is None:
-                if max_seconds and time.perf_counter() - start_time > max_seconds:
-                    break
+            while run.step < end and not _stop(signals, deadline, communicator):
                 x0, model_kwargs = batches.draw()
-                logbook.record(train_step(run, x0, model_kwargs), run.optimizer.lr)
+                logbook.record(train_step(run, x0, model_kwargs, communicator), run.optimizer.lr)
                 if run.step % run.config.checkpoint_every == 0:
                     logbook.save(x0, model_kwargs)
             if x0 is None:

@@ -8,6 +8,7 @@ measure of optim.py) that the optimizer and the EMA both update.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -20,7 +21,8 @@ from ..checks import check_fits_in_memory
 from ..diffusion import GaussianDiffusion
 from ..schedules import make_schedule
 from .checkpoint import CheckpointError, arrays_under, read_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, attention_resolutions, parse_ints
+from .latent import load_stage, new_stage
 
 
 def _require_resolved(config, who):
@@ -53,10 +55,42 @@ def build_diffusion(config: TrainConfig) -> GaussianDiffusion:
     return GaussianDiffusion(schedule, prediction_type=config.prediction, loss_weighting=config.loss_weighting)
 
 
-def build_model(config: TrainConfig, data_dim: int, num_classes: int | None = None) -> nn.Module:
-    """The denoiser a resolved configuration names, initialised from its seed."""
+def image_layout(data_dim: int, image_shape=None) -> tuple[int, int]:
+    """(channels, size) of square images: from image_shape, (H, W) or (C, H, W), else guessed from data_dim.
+
+    The guess, for callers that know only data_dim: one channel if data_dim
+    is a square (784 = 28 x 28), else three (3072 = 3 x 32 x 32).
+    """
+    if image_shape is None:
+        channels = 1 if math.isqrt(data_dim) ** 2 == data_dim else 3
+        image_shape = (channels, math.isqrt(data_dim // channels), math.isqrt(data_dim // channels))
+    shape = tuple(image_shape) if len(image_shape) == 3 else (1,) + tuple(image_shape)
+    if shape[1] != shape[2] or math.prod(shape) != data_dim:
+        raise ValueError(f"the U-Net needs square images of {data_dim} numbers, got image shape {tuple(image_shape)}")
+    return shape[0], shape[1]
+
+
+def unet_arguments(config: TrainConfig, data_dim: int, num_classes=None, image_shape=None) -> dict:
+    """The nn.UNet arguments a resolved configuration with model "unet" names (without dropout and rng)."""
+    channels, size = image_layout(data_dim, image_shape)
+    ch_mult = parse_ints("channel_mult", config.channel_mult)
+    return dict(in_channels=channels, ch=config.channels, ch_mult=ch_mult, num_res_blocks=config.res_blocks,
+                attn_resolutions=attention_resolutions(config.attention_resolutions, size, len(ch_mult)),
+                image_size=size, num_classes=num_classes if config.conditional else None,
+                extra_channels=channels if config.superres else 0)  # the upsampled low-resolution image
+
+
+def build_model(config: TrainConfig, data_dim: int, num_classes: int | None = None, image_shape=None) -> nn.Module:
+    """The denoiser a resolved configuration names, initialised from its seed.
+
+    image_shape, (H, W) or (C, H, W), tells the U-Net the images' layout
+    (see image_layout); the MLPs need only data_dim.
+    """
     _require_resolved(config, "build_model")
     rng = B.default_rng((config.seed, 1))  # its own stream: the model does not shift the data draws
+    if config.model == "unet":
+        return nn.UNet(**unet_arguments(config, data_dim, num_classes, image_shape), dropout=config.dropout,
+                       num_timesteps=config.T, rng=rng)
     common = dict(data_dim=data_dim, width=config.width, emb_dim=config.emb_dim, activation_name=config.activation,
                   num_classes=num_classes if config.conditional else None,
                   extra_dim=data_dim if config.superres else None,  # the upsampled low-resolution image
@@ -66,9 +100,11 @@ def build_model(config: TrainConfig, data_dim: int, num_classes: int | None = No
     return nn.ResMLPDenoiser(blocks=config.depth, **common)
 
 
-def parameter_count(config: TrainConfig, data_dim: int, num_classes: int | None = None) -> int:
+def parameter_count(config: TrainConfig, data_dim: int, num_classes: int | None = None, image_shape=None) -> int:
     """How many parameters build_model would make, computed without making them."""
     _require_resolved(config, "parameter_count")
+    if config.model == "unet":
+        return nn.UNet.parameter_count(**unet_arguments(config, data_dim, num_classes, image_shape))
     common = dict(emb_dim=config.emb_dim, num_classes=num_classes if config.conditional else None,
                   extra_dim=data_dim if config.superres else None)
     if config.model == "mlp":
@@ -76,16 +112,22 @@ def parameter_count(config: TrainConfig, data_dim: int, num_classes: int | None 
     return nn.ResMLPDenoiser.parameter_count(data_dim, config.width, config.depth, **common)
 
 
-def check_size(config: TrainConfig, data_dim: int, num_classes: int | None = None) -> int:
+def check_size(config: TrainConfig, data_dim: int, num_classes: int | None = None, image_shape=None) -> int:
     """Refuse a run that cannot fit in this machine's memory, before anything is allocated; returns bytes.
 
     A rough count in float32 words: weights, gradients, the ParameterVector's
     gradient, Adam's two moments and the EMA (6 per parameter); a step's
-    activations and their gradients (about 8 per hidden unit per example);
-    the schedule's float64 tables.
+    activations and their gradients (about 8 per hidden unit per example;
+    for the U-Net, about 40 per block and pixel of a channel, the 3x3
+    convolutions' columns included); the schedule's float64 tables.
     """
     hidden = config.width * (2 * config.depth + 4) + 3 * data_dim + config.emb_dim
-    words = 6 * parameter_count(config, data_dim, num_classes) + 8 * config.batch_size * hidden
+    if config.model == "unet":
+        arguments = unet_arguments(config, data_dim, num_classes, image_shape)
+        down, up = nn.unet_plan(*(arguments[k] for k in ("ch", "ch_mult", "num_res_blocks", "attn_resolutions",
+                                                         "image_size")))
+        hidden = 5 * sum(len(plan.blocks) * plan.blocks[-1][1] * plan.resolution**2 for plan in down + up)
+    words = 6 * parameter_count(config, data_dim, num_classes, image_shape) + 8 * config.batch_size * hidden
     return check_fits_in_memory(4 * words + 8 * 30 * config.T, "this run",
                                 "lower --width, --depth, --batch-size or --T")
 
@@ -109,11 +151,17 @@ class Run:
     data_dim: int = 2
     num_classes: int | None = None
     image_shape: tuple | None = None
+    latent: object = None  # latent diffusion's first stage (train.latent.LatentStage); None in pixel space
 
     @property
     def parameters(self) -> optim.ParameterVector:
         """The model's parameters, stored in one vector (what the optimizer updates)."""
         return self.optimizer.params
+
+    @property
+    def pixel_shape(self) -> tuple | None:
+        """The shape of the images this run draws: image_shape, or its autoencoder's in a latent run."""
+        return self.latent.image_shape if self.latent is not None else self.image_shape
 
 
 def _optimizers(config, model):
@@ -133,18 +181,21 @@ def new_run(config: TrainConfig, dataset=None) -> tuple[Run, object]:
     config = config.resolved(dataset.image_shape is not None)
     if config.betas_file and config.custom_betas is None:  # the betas go into the run: a checkpoint needs no file
         config = dataclasses.replace(config, schedule="custom", custom_betas=read_betas_file(config.betas_file, config.T))
-    if config.superres and dataset.image_shape is None:
-        raise ValueError(f"superres needs image data, and {config.data!r} is a 2D set")
+    if config.superres and (dataset.image_shape is None or len(dataset.image_shape) != 2):
+        raise ValueError(f"superres needs grey-scale image data, and {config.data!r} is "
+                         f"{'a 2D set' if dataset.image_shape is None else 'in colour'}")
     if config.conditional and dataset.labels is None:
         raise ValueError(
             f"conditional training needs labels, and data set {config.data!r} has none; "
             f"use one of: eightgaussians, digits, mnist, fashion-mnist"
         )
-    check_size(config, dataset.dim, dataset.num_classes)
-    model = build_model(config, dataset.dim, dataset.num_classes)
+    stage = new_stage(config, dataset)  # latent diffusion's autoencoder; None in pixel space
+    data_dim, image_shape = (config.latent_dim, None) if stage else (dataset.dim, dataset.image_shape)  # the denoiser's
+    check_size(config, data_dim, dataset.num_classes, image_shape)
+    model = build_model(config, data_dim, dataset.num_classes, image_shape)
     optimizer, ema = _optimizers(config, model)
-    run = Run(config, model, build_diffusion(config), optimizer, ema, B.default_rng(config.seed), 0, dataset.dim,
-              dataset.num_classes, dataset.image_shape)
+    run = Run(config, model, build_diffusion(config), optimizer, ema, B.default_rng(config.seed), 0, data_dim,
+              dataset.num_classes, image_shape, stage)
     return run, dataset
 
 
@@ -153,8 +204,10 @@ def load_run(path) -> Run:
     header, arrays = read_checkpoint(path)
     config = _checked_header(path, header, arrays)
     try:
-        model = build_model(config, header["data_dim"], header["num_classes"])
+        model = build_model(config, header["data_dim"], header["num_classes"], header["image_shape"])
         model.load_state_dict(arrays_under(arrays, "model"))
+        if hasattr(model, "dropout_calls"):  # the U-Net's dropout masks continue where they stopped
+            model.dropout_calls = int(header["step"])
         optimizer, ema = _optimizers(config, model)
         optimizer.load_state_dict({**arrays_under(arrays, "optimizer"), **header["optimizer"]})
         if ema is not None:
@@ -164,7 +217,7 @@ def load_run(path) -> Run:
         rng.set_state(header["rng_state"])
         image_shape = tuple(header["image_shape"]) if header["image_shape"] else None
         return Run(config, model, build_diffusion(config), optimizer, ema, rng, int(header["step"]),
-                   header["data_dim"], header["num_classes"], image_shape)
+                   header["data_dim"], header["num_classes"], image_shape, load_stage(path, config, header, arrays))
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -199,16 +252,19 @@ def _checked_header(path, header, arrays) -> TrainConfig:
     classes, shape = header.get("num_classes"), header.get("image_shape")
     if classes is not None and not _is_count(classes, 1):
         raise _field_error(path, "num_classes", "null or an integer >= 1", classes)
-    if shape is not None and not (isinstance(shape, list) and len(shape) == 2 and all(_is_count(v, 1) for v in shape)
-                                  and shape[0] * shape[1] == header["data_dim"]):
-        raise _field_error(path, "image_shape", f"null or [height, width] with height * width = {header['data_dim']}",
-                           shape)
+    if shape is not None and not (isinstance(shape, list) and len(shape) in (2, 3) and all(_is_count(v, 1) for v in shape)
+                                  and math.prod(shape) == header["data_dim"]):
+        raise _field_error(path, "image_shape", f"null, [height, width] or [channels, height, width] holding "
+                           f"{header['data_dim']} numbers", shape)
     for field in ("rng_state", "optimizer"):
         if not isinstance(header.get(field), dict):
             raise _field_error(path, field, "a JSON object", header.get(field))
     if not (header.get("ema") is None or isinstance(header.get("ema"), dict)):
         raise _field_error(path, "ema", "null or a JSON object", header.get("ema"))
-    expected = parameter_count(config, header["data_dim"], classes)
+    try:
+        expected = parameter_count(config, header["data_dim"], classes, shape)
+    except ValueError as error:  # a U-Net that cannot be built for these images
+        raise CheckpointError(f"{path}: header field 'config' does not fit the images ({error})") from None
     held = sum(int(a.size) for a in arrays_under(arrays, "model").values())
     if held != expected:
         raise CheckpointError(f"{path}: the header describes a model of {expected:,} parameters, "

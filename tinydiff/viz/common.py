@@ -55,13 +55,13 @@ def as_points(value, name):
     return array
 
 
-def as_images(value, name):
-    """A host array of images, shape (N, H, W), none of them 0."""
+def as_images(value, name, colour=False):
+    """A host array of images, shape (N, H, W) (or (N, 3, H, W) in colour where allowed), none of them 0."""
     array = as_host(value, name)
-    if array.ndim != 3 or 0 in array.shape:
-        raise ValueError(
-            f"{name} must have shape (N, H, W) (reshape flat vectors first), got shape {array.shape}"
-        )
+    rgb = colour and array.ndim == 4 and array.shape[1] == 3
+    if (array.ndim != 3 and not rgb) or 0 in array.shape:
+        shapes = "(N, H, W) or (N, 3, H, W)" if colour else "(N, H, W)"
+        raise ValueError(f"{name} must have shape {shapes} (reshape flat vectors first), got shape {array.shape}")
     return array
 
 

@@ -43,10 +43,16 @@ def _same_images(snapshots):
 
 
 def _to_rgb(images):
-    """(N, H, W) in [-1, 1] -> (N, H, W, 3) in [0, 1]; non-finite pixels magenta."""
+    """(N, H, W) grey or (N, 3, H, W) colour in [-1, 1] -> (N, H, W, 3) in [0, 1]; non-finite pixels magenta."""
+    if images.ndim == 4:
+        images = np.moveaxis(images, 1, -1)  # (N, H, W, 3)
     bad = ~np.isfinite(images)
-    gray = (np.clip(np.nan_to_num(images), -1.0, 1.0) + 1.0) / 2.0
-    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    scaled = (np.clip(np.nan_to_num(images), -1.0, 1.0) + 1.0) / 2.0
+    if images.ndim == 4:
+        rgb = scaled
+        rgb[np.any(bad, axis=-1)] = BAD_RGB
+        return rgb
+    rgb = np.repeat(scaled[..., None], 3, axis=-1)
     rgb[bad] = BAD_RGB
     return rgb
 
@@ -57,8 +63,8 @@ def _pad(h, w):
 
 
 def _tile(images, ncols):
-    """(N, H, W) -> one RGB mosaic (rows*(H+pad)+pad, ncols*(W+pad)+pad, 3), row-major."""
-    n, h, w = images.shape
+    """(N, H, W) or (N, 3, H, W) -> one RGB mosaic (rows*(H+pad)+pad, ncols*(W+pad)+pad, 3), row-major."""
+    n, (h, w) = images.shape[0], images.shape[-2:]
     pad = _pad(h, w)
     rows = math.ceil(n / ncols)
     mosaic = np.empty((rows * (h + pad) + pad, ncols * (w + pad) + pad, 3))
@@ -97,13 +103,13 @@ def _check_nrow(nrow, n):
 
 
 def image_grid(images, path, nrow=None, row_labels=None, title=None):
-    """A grid of images (N, H, W) in [-1, 1]; -1 is black, +1 white.
+    """A grid of images (N, H, W), or colour images (N, 3, H, W), in [-1, 1]; -1 is black, +1 white.
 
     ``nrow`` is the number of images per row (as in torchvision's
     ``make_grid``; default about sqrt(N)). ``row_labels``, one per row, names
     the rows (for a class-conditional grid with one row per digit).
     """
-    images = as_images(images, "images")
+    images = as_images(images, "images", colour=True)
     ncols = _check_nrow(nrow, len(images))
     rows = math.ceil(len(images) / ncols)
     if row_labels is not None and len(row_labels) != rows:
@@ -116,7 +122,7 @@ def image_grid(images, path, nrow=None, row_labels=None, title=None):
     ax = fig.add_subplot()
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_xticks([])
-    h, w = images.shape[1:]
+    h, w = images.shape[-2:]
     if row_labels is not None:
         pad = _pad(h, w)
         ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(rows)], [str(x) for x in row_labels])
