@@ -178,11 +178,11 @@ def test_a_refused_second_process_leaves_the_owners_files_in_flight_alone(tmp_pa
 RACER = ("import sys, time\n"
          "from tinydiff.train import RunFolderError\n"
          "from tinydiff.train.folder import RunLock\n"
-         "time.sleep(float(sys.argv[2]) - time.time())\n"  # all start at the same moment
+         "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"  # all start at the same moment
          "try:\n"
          "    RunLock(sys.argv[1], log=lambda *_: None).acquire()\n"
          "    print('got', flush=True)\n"
-         "    time.sleep(2)\n"
+         "    time.sleep(3)\n"
          "except RunFolderError:\n"
          "    print('refused', flush=True)\n")
 
@@ -192,7 +192,7 @@ def test_processes_racing_for_a_stale_lock_leave_exactly_one_owner(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
     (tmp_path / LOCK).write_text(str(dead.pid))  # a stale lock, as kill -9 leaves one
-    start = time.time() + 1.5
+    start = time.time() + 4.0  # (time for four interpreters to start, even on a busy machine)
     racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), str(start)], stdout=subprocess.PIPE,
                                text=True, env=ENV) for _ in range(4)]
     answers = sorted(racer.communicate(timeout=60)[0].strip() for racer in racers)
