@@ -167,7 +167,7 @@ lesson.check(all(p.grad is not None and float(xp.max(xp.abs(p.grad))) > 0 for p 
 lesson.step(
     "one int t for the whole batch",
     paper="Algorithm 2: every row of a step shares t",
-    code="nn.MLPDenoiser.forward(x, t) with t an int; samplers._predict",
+    code="nn.MLPDenoiser.forward(x, t) with t an int; samplers.predict",
 )
 x_batch = lesson.rng(7).normal((6, 2), dtype=f64)
 lesson.check_close("model(x, 250) against model(x, full((N,), 250))", small(x_batch, 250).data,
