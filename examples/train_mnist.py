@@ -14,10 +14,12 @@ The levers that make an MLP draw clean digits in minutes (measured, see the
 README): predicting x0 rather than the noise (the largest by far), clipping
 the predicted x0 to [-1, 1] while sampling, the timestep embedding fed into
 every residual block, LayerNorm in the blocks, the cosine schedule, and an
-EMA of the weights. The same levers serve the U-Net (--model unet, Ho et al.
-2020, Appendix B, small: 16-32-32 channels, one residual block per
-resolution, attention at 7 x 7; --channels, --channel-mult, --res-blocks,
---attention-resolutions and --dropout size it); it trains at batch 64.
+EMA of the weights. The U-Net (--model unet, Ho et al. 2020, Appendix B,
+small: 16-32-32 channels, one residual block per resolution, attention at
+7 x 7; --channels, --channel-mult, --res-blocks, --attention-resolutions and
+--dropout size it) trains with the same settings, at batch 32: in
+the same compute, 1,250 steps at batch 32 scored a Frechet distance of 36.2
+where 610 steps at batch 64 scored 42.9 (README.md, "What it makes").
 """
 
 import os
@@ -44,7 +46,7 @@ def main(argv=None):
     parser.add_argument("--sample-steps", type=int, default=100, help="DDIM steps for the grid (0: DDPM 1000)")
     parser.add_argument("--samples", type=int, default=100, help="digits drawn into samples.npy (default 100)")
     parser.add_argument("--model", default="resmlp", choices=["resmlp", "unet"])
-    parser.set_defaults(batch_size=None)  # 128 for the residual MLP, 64 for the U-Net
+    parser.set_defaults(batch_size=None)  # 128 for the residual MLP, 32 for the U-Net
     parser.add_argument("--channels", type=int, default=None, help="unet: channels at 28 x 28 (default 16)")
     parser.add_argument("--channel-mult", default=None, help="unet: multipliers per resolution (default 1,2,2)")
     parser.add_argument("--res-blocks", type=int, default=None, help="unet: blocks per resolution (default 1)")
@@ -58,7 +60,7 @@ def main(argv=None):
                 attention_resolutions=args.attention_resolutions, dropout=args.dropout) if args.model == "unet" else {}
     config = T.TrainConfig(
         data=args.data, data_dir=args.data_dir, steps=args.steps or None,
-        batch_size=args.batch_size or (64 if args.model == "unet" else 128), lr=args.lr,
+        batch_size=args.batch_size or (32 if args.model == "unet" else 128), lr=args.lr,
         model=args.model, width=args.width, depth=args.blocks, prediction=args.prediction,
         loss_weighting=args.loss_weighting,
         schedule=args.schedule, ema=args.ema, seed=args.seed, warmup=min(500, args.steps // 10) if args.steps else 500,

@@ -128,11 +128,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     (``batch_slices``), each slice's columns (about 2 MB) built, multiplied
     and dropped while still in cache, and the backward pass builds them again
     from x instead of keeping them: only x is kept. Measured on the 2 shared
-    cores (least CPU time, one BLAS thread), forward and backward of a 3x3
-    convolution at batch 64, whole batch -> slices: 16 -> 16 channels at
-    28 x 28, 45 -> 35 ms; 48 -> 16 channels, 164 -> 89 ms
-    (``python benchmarks/conv.py --slices``); a whole training step of the
-    MNIST U-Net, 1.22 -> 0.93 s. On a GPU it is one product.
+    cores (least CPU time, one BLAS thread; the machine busy, then quiet),
+    forward and backward of a 3x3 convolution at batch 64, whole batch ->
+    slices: 16 -> 16 channels at 28 x 28, 45 -> 35 and 29 -> 26 ms; 48 -> 16
+    channels, 164 -> 89 and 124 -> 66 ms (``python benchmarks/conv.py
+    --slices``); a whole training step of the MNIST U-Net, 1.22 -> 0.93 and
+    0.93 -> 0.78 s. On a GPU it is one product.
     """
     x_data, w_data = unwrap(x), unwrap(weight)
     (sh, sw), (ph, pw), (ho, wo) = _geometry(x_data.shape, w_data.shape, stride, padding)
