@@ -218,6 +218,20 @@ def asarray(value, dtype=None):
     return _current_module.asarray(value, dtype=dtype)
 
 
+def asarray_of_numbers(value, who="data"):
+    """``asarray(value)`` for numbers (bool, int, float); TypeError naming ``who`` for None, text, objects."""
+    if value is None:
+        raise TypeError(f"{who} must be a number, a list of numbers or an array, got None")
+    try:
+        host = _np.asarray(value)
+    except (TypeError, ValueError) as error:  # ragged lists, say
+        raise TypeError(f"{who} must be a number, a list of numbers or an array ({error})") from None
+    if host.dtype.kind not in "biuf":
+        shown = f"{type(value).__name__} {value!r:.60}" if host.dtype.kind in "US" else f"an array of {host.dtype}"
+        raise TypeError(f"{who} must be numbers (bool, int or float), got {shown}")
+    return asarray(value)
+
+
 def to_numpy(value) -> _np.ndarray:
     """Bring an array (or Tensor, or Python number) to the host as NumPy."""
     if type(value).__name__ in ("Tensor", "Parameter"):

@@ -46,19 +46,7 @@ def is_grad_enabled() -> bool:
 
 def _numeric_array(value):
     """A backend array from numbers, nested lists or a NumPy array; TypeError for anything else."""
-    import numpy as np
-
-    if value is None:
-        raise TypeError("Tensor: data must be a number, a list of numbers or an array, got None")
-    try:
-        kind = np.asarray(value).dtype.kind
-    except (TypeError, ValueError) as error:  # ragged lists, say
-        raise TypeError(f"Tensor: data must be a number, a list of numbers or an array ({error})") from None
-    if kind not in "biuf":
-        raise TypeError(f"Tensor: data must be numbers (bool, int or float), got {type(value).__name__} "
-                        f"{value!r:.60}" if kind in "US" else
-                        f"Tensor: data must be numbers (bool, int or float), got an array of {np.asarray(value).dtype}")
-    return B.asarray(value)
+    return B.asarray_of_numbers(value, who="Tensor: data")
 
 
 class Tensor:
