@@ -10,7 +10,10 @@ mpiexec is missing (pip install -e ".[mpi]"); the test of that message is
 not.
 """
 
+import importlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +26,7 @@ import pytest
 
 import tinydiff.train as T
 from tinydiff.__main__ import main
+import tinydiff.distributed as distributed
 from tinydiff.distributed import Communicator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -246,3 +250,20 @@ def test_the_rows_of_a_batch_are_split_whole_and_in_order():
                 parts.append(communicator.rows(n))
             assert [i for part in parts for i in range(n)[part]] == list(range(n))
             assert max(p.stop - p.start for p in parts) - min(p.stop - p.start for p in parts) <= 1
+
+
+def test_an_error_travels_between_ranks_as_two_strings_never_pickled():
+    """A known class comes back as itself with its message; any other as a RuntimeError that names it."""
+    known = [getattr(importlib.import_module(m), n) for n, m in distributed.PROJECT_ERRORS.items()]  # public names
+    for cls in known + list(distributed.BUILTIN_ERRORS.values()):
+        report = distributed.error_report(cls("bad value: 'x' \u00e9"))
+        assert isinstance(report, bytes) and json.loads(report) == [cls.__name__, "bad value: 'x' \u00e9"]
+        back = distributed.error_from_report(report)
+        assert type(back) is cls and back.args == ("bad value: 'x' \u00e9",), cls
+    unknown = distributed.error_from_report(distributed.error_report(ZeroDivisionError("division by zero")))
+    assert type(unknown) is RuntimeError and str(unknown) == "ZeroDivisionError: division by zero"
+    assert distributed.error_report(None) == b"" and distributed.error_from_report(b"") is None
+    for garbage in (b"\xff", b"{}", b'["ValueError"]', b'["ValueError", 3]', b'["__class__", "x"]'):
+        assert type(distributed.error_from_report(garbage)) is RuntimeError, garbage
+    assert "pickle" not in distributed.__dict__
+    assert not re.search(r"^\s*(import|from)\s+c?pickle\b", Path(distributed.__file__).read_text(), re.M)

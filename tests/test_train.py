@@ -213,10 +213,10 @@ def test_a_custom_betas_file_and_zero_terminal_snr_reach_the_schedule(tmp_path):
 
 
 def test_a_failed_checkpoint_write_names_the_file_the_step_and_the_last_good_one(tmp_path, monkeypatch):
-    from tinydiff.train import loop
+    from tinydiff.train import log  # TrainingLog writes the checkpoints
 
     calls = {"n": 0}
-    real = loop.save_checkpoint
+    real = log.save_checkpoint
 
     def full_disk(run, path):
         calls["n"] += 1
@@ -224,7 +224,7 @@ def test_a_failed_checkpoint_write_names_the_file_the_step_and_the_last_good_one
             raise OSError(28, "No space left on device")
         return real(run, path)
 
-    monkeypatch.setattr(loop, "save_checkpoint", full_disk)
+    monkeypatch.setattr(log, "save_checkpoint", full_disk)
     with pytest.raises(T.TrainingError) as error:
         T.train(tiny_config(), tmp_path, progress=False, log=lambda *_: None)
     message = str(error.value)

@@ -18,19 +18,21 @@ of data parallelism. Sampling splits the model's rows the same way
     mpiexec -n 2 python -m tinydiff train --data moons
 
 mpi4py is an optional extra (pip install -e ".[mpi]"); it is imported here
-alone, and only when ``connect`` is asked for more than one process. The
-gradient travels through mpi4py's buffer interface (the uppercase methods:
-no array is pickled). With the CuPy backend each rank takes its own GPU and
-the sum goes through NCCL, or CUDA-aware MPI, or host memory, in that order
-of preference (the GPU path is written to CuPy's documented API but was not
-run on hardware here).
+alone, and only when ``connect`` is asked for more than one process. Every
+message travels through mpi4py's buffer interface (the uppercase methods):
+arrays as arrays, and the few others (an error, a digest, NCCL's id) as
+bytes. Nothing is pickled: what another process sends is data, never code.
+With the CuPy backend each rank takes its own GPU and the sum goes through
+NCCL, or CUDA-aware MPI, or host memory, in that order of preference (the
+GPU path is written to CuPy's documented API but was not run on hardware
+here).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import pickle
 import sys
 import traceback
 
@@ -116,7 +118,7 @@ class Communicator:
 
     def same(self, value) -> bool:
         """Whether every rank holds the same small value (a digest, say); the same answer on every rank."""
-        return len({repr(v) for v in self.comm.allgather(value)}) == 1
+        return len(set(allgather_bytes(self.comm, repr(value).encode("utf-8")))) == 1
 
     def gather_rows(self, local, n):
         """All n rows on every rank, from each rank's own rows(n) of them (an Allgatherv)."""
@@ -132,22 +134,23 @@ class Communicator:
     def together(self):
         """The block ends the same way on every rank: an error on any rank is raised on all of them.
 
-        Each rank runs the block, then one allgather of the errors (small
-        pickled objects) tells every rank how the others did. The block must
-        hold no collective call of its own (a rank that fails early would
-        skip it while the others wait in it).
+        Each rank runs the block, then one allgather of the ranks' error
+        reports (``error_report``: a class name and a message, no report when
+        the block succeeded) tells every rank how the others did. The block
+        must hold no collective call of its own (a rank that fails early
+        would skip it while the others wait in it).
         """
         error = None
         try:
             yield
         except Exception as caught:
             error = caught
-        errors = self.comm.allgather(_portable(error))
-        failed = [rank for rank, e in enumerate(errors) if e is not None]
+        reports = allgather_bytes(self.comm, error_report(error))
+        failed = [rank for rank, report in enumerate(reports) if report]
         if error is not None:
             raise raised_on_every_rank(error)
         if failed:
-            raise raised_on_every_rank(_from_rank(errors[failed[0]], failed[0]))
+            raise raised_on_every_rank(_from_rank(error_from_report(reports[failed[0]]), failed[0]))
 
     def abort(self, error):
         """Say on this rank's stderr why it failed, then end every rank of the job (MPI_Abort)."""
@@ -160,15 +163,75 @@ class Communicator:
         self.comm.Abort(status)
 
 
-def _portable(error):
-    """An error as it can travel to the other ranks (pickled), or a RuntimeError saying what it was."""
+def allgather_bytes(comm, data: bytes) -> list:
+    """Every rank's bytes, in rank order, on every rank: the lengths (Allgather), then the bytes (Allgatherv).
+
+    Buffer calls of uint8 arrays, nothing pickled. When every rank sends
+    nothing (b"": no error, the usual case) the lengths alone say so.
+    """
+    local = np.frombuffer(data, dtype=np.uint8)
+    lengths = np.zeros(comm.Get_size(), dtype=np.int64)
+    comm.Allgather(np.array([local.size], dtype=np.int64), lengths)
+    if not lengths.any():
+        return [b""] * len(lengths)
+    whole = np.empty(int(lengths.sum()), dtype=np.uint8)
+    comm.Allgatherv(local, [whole, lengths.tolist()])
+    ends = np.cumsum(lengths).tolist()
+    return [whole[end - length:end].tobytes() for length, end in zip(lengths.tolist(), ends)]
+
+
+# The errors another rank's report may name, rebuilt here as themselves. The
+# project's own are looked up in their packages among the modules this process
+# has already imported (every rank runs the same program), never imported
+# here: they live in the layers above. Any other name arrives as a
+# RuntimeError whose message names it ("ZeroDivisionError: division by zero").
+PROJECT_ERRORS = {
+    "BackendError": "tinydiff.backend",
+    "CheckFailed": "tinydiff.lesson",
+    "CheckpointError": "tinydiff.train",
+    "DataError": "tinydiff.data",
+    "GradcheckError": "tinydiff.gradcheck",
+    "MPIUnavailable": __name__,
+    "RunFolderError": "tinydiff.train",
+    "SamplingError": "tinydiff.samplers",
+    "TrainingError": "tinydiff.train",
+    "UsageError": "tinydiff.cli",
+}
+BUILTIN_ERRORS = {error.__name__: error for error in (
+    ValueError, TypeError, KeyError, RuntimeError, MemoryError, FloatingPointError,
+    OSError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)}
+
+
+def error_report(error) -> bytes:
+    """An error as plain data for the other ranks: UTF-8 JSON of [class name, message]; b"" for no error.
+
+    Not pickle: unpickling what another process sent can run any code it
+    names. A report is two strings, and the receiver rebuilds the error
+    from a fixed list of classes (``error_from_report``).
+    """
     if error is None:
+        return b""
+    args = error.args
+    message = args[0] if len(args) == 1 and isinstance(args[0], str) else str(error)
+    return json.dumps([type(error).__name__, message]).encode("utf-8")
+
+
+def error_from_report(report: bytes):
+    """The error an ``error_report`` describes (None for b""): a known class by name, else a RuntimeError."""
+    if not report:
         return None
     try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:
-        return RuntimeError(f"{type(error).__name__}: {error}")
+        fields = json.loads(report.decode("utf-8"))
+    except ValueError:  # not UTF-8, or not JSON
+        fields = None
+    if not (isinstance(fields, list) and len(fields) == 2 and all(isinstance(f, str) for f in fields)):
+        return RuntimeError(f"an unreadable error report: {report[:200]!r}")
+    name, message = fields
+    module = sys.modules.get(PROJECT_ERRORS.get(name, ""))  # None unless the name is on the list and imported
+    known = BUILTIN_ERRORS.get(name) or (getattr(module, name, None) if module is not None else None)
+    if isinstance(known, type) and issubclass(known, Exception):
+        return known(message)
+    return RuntimeError(f"{name}: {message}")
 
 
 def _from_rank(error, rank):
@@ -309,7 +372,9 @@ class _NCCL:
 
     def __init__(self, comm, nccl):
         self.nccl, self.size = nccl, comm.Get_size()
-        unique_id = comm.bcast(nccl.get_unique_id() if comm.Get_rank() == 0 else None, root=0)
+        # Rank 0's id (a tuple of small ints) reaches every rank as int64 bytes, not pickled.
+        mine = np.array(nccl.get_unique_id(), dtype=np.int64).tobytes() if comm.Get_rank() == 0 else b""
+        unique_id = tuple(np.frombuffer(allgather_bytes(comm, mine)[0], dtype=np.int64).tolist())
         self.comm = nccl.NcclCommunicator(self.size, unique_id, comm.Get_rank())
 
     def _type(self, array):

@@ -98,23 +98,8 @@ def ddpm(
     return loop.result(x)
 
 
-def ddim(
-    model,
-    diffusion,
-    shape,
-    rng,
-    *,
-    steps=50,
-    eta=0.0,
-    spacing="linspace",
-    clip_x0=False,
-    progress=False,
-    return_trajectory=False,
-    every=None,
-    batch_size=None,
-    model_kwargs=None,
-    dtype=None,
-):
+def ddim(model, diffusion, shape, rng, *, steps=50, eta=0.0, spacing="linspace", clip_x0=False, progress=False,
+         return_trajectory=False, every=None, batch_size=None, model_kwargs=None, dtype=None):
     """DDIM (Song et al. 2020, Eq. 12) on a subsequence tau of ``steps`` steps.
 
     With alpha_bar_t (DDIM's alpha_t) at the current step t = tau_i and
@@ -134,26 +119,18 @@ def ddim(
     ``spacing`` picks tau (see ``timesteps``). Other arguments and the return
     value as in ``ddpm``.
     """
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0:
-        raise ValueError(f"eta must be a number >= 0 (0: deterministic, 1: DDPM-like), got {eta!r}")
+    _check_eta(eta)
     sequence = timesteps(diffusion.T, steps, spacing)
-    loop = SamplingLoop(
-        diffusion, shape, rng, sequence, dtype,
-        progress, return_trajectory, every, batch_size, "ddim",
-    )
+    loop = SamplingLoop(diffusion, shape, rng, sequence, dtype, progress, return_trajectory, every, batch_size, "ddim")
     check_model_shape(model, loop.shape)
-    # The schedule as Python floats once, so each step's coefficients are
-    # scalars (no float64 array meets the float32 samples, no device sync).
-    alpha_bars = [float(v) for v in B.to_numpy(diffusion.schedule.alpha_bars).tolist()]
+    alpha_bar_steps = _alpha_bar_steps(diffusion, sequence)
     x = loop.noise(loop.T)  # x_T ~ N(0, I)
     with no_grad():
         for i, t in loop.iterable:
             output = predict(model, x, t, batch_size, model_kwargs)
             eps, x0 = diffusion.split_prediction(output, x, t, clip_x0=clip_x0)
             loop.keep(i, t, x, x0)
-            alpha_bar = alpha_bars[t]
-            prev = sequence[i + 1] if i + 1 < len(sequence) else -1
-            alpha_bar_prev = alpha_bars[prev] if prev >= 0 else 1.0
+            alpha_bar, alpha_bar_prev = alpha_bar_steps[i]  # at t = tau_i and t' = tau_{i+1}
             # Eq. 16; 0 at the last step (alpha_bar_prev = 1).
             sigma = (
                 eta
@@ -165,3 +142,19 @@ def ddim(
             if sigma > 0.0:
                 x = x + sigma * loop.noise(t)
     return loop.result(x)
+
+
+def _check_eta(eta):
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0:
+        raise ValueError(f"eta must be a number >= 0 (0: deterministic, 1: DDPM-like), got {eta!r}")
+
+
+def _alpha_bar_steps(diffusion, sequence):
+    """(alpha_bar_t, alpha_bar_prev) at each step t = tau_i of ``sequence``: alpha_bar_prev is at tau_{i+1}, 1 after the last.
+
+    The schedule as Python floats once, so each step's coefficients are
+    scalars (no float64 array meets the float32 samples, no device sync).
+    """
+    alpha_bars = [float(v) for v in B.to_numpy(diffusion.schedule.alpha_bars).tolist()]
+    alpha_bar_prevs = [alpha_bars[t_next] for t_next in sequence[1:]] + [1.0]
+    return [(alpha_bars[t], alpha_bar_prev) for t, alpha_bar_prev in zip(sequence, alpha_bar_prevs)]

@@ -181,27 +181,9 @@ def _nearest_sigma_step(nodes, sigma):
     return nearest_step([node.lam for node in nodes], -math.log(sigma))
 
 
-def heun(
-    model,
-    diffusion,
-    shape,
-    rng,
-    *,
-    steps=35,
-    rho=7.0,
-    sigma_max=80.0,
-    churn=0.0,
-    s_tmin=0.0,
-    s_tmax=math.inf,
-    s_noise=1.0,
-    clip_x0=False,
-    progress=False,
-    return_trajectory=False,
-    every=None,
-    batch_size=None,
-    model_kwargs=None,
-    dtype=None,
-):
+def heun(model, diffusion, shape, rng, *, steps=35, rho=7.0, sigma_max=80.0, churn=0.0, s_tmin=0.0, s_tmax=math.inf,
+         s_noise=1.0, clip_x0=False, progress=False, return_trajectory=False, every=None, batch_size=None,
+         model_kwargs=None, dtype=None):
     """Karras et al. 2022 (EDM): Heun's second-order method, Algorithm 1 (Algorithm 2 with ``churn`` > 0).
 
     EDM's variables on our VP models: the noise level sigma = sqrt((1 - alpha_bar)
@@ -241,16 +223,26 @@ def heun(
     nodes = schedule_nodes(diffusion.schedule)
     sigma = [node.sigma / node.alpha for node in nodes]  # EDM's sigma of every trained step
     gamma = min(churn / levels, math.sqrt(2.0) - 1.0)
-
-    def D(x_tilde, t):  # EDM's denoiser at a trained step: x0_hat of the VP model at x = alpha_t x~
-        x = nodes[t].alpha * x_tilde
-        eps, x0 = diffusion.split_prediction(predict(model, x, t, batch_size, model_kwargs), x, t, clip_x0=clip_x0)
-        return x0
-
+    D = _edm_denoiser(model, diffusion, nodes, clip_x0, batch_size, model_kwargs)
     with no_grad():
         x = _heun_steps(loop, loop.noise(loop.T) / nodes[sequence[0]].alpha, sequence, nodes, sigma, D,
                         (gamma, s_tmin, s_tmax, s_noise))
     return loop.result(x)
+
+
+def _edm_denoiser(model, diffusion, nodes, clip_x0, batch_size, model_kwargs):
+    """EDM's denoiser D(x~; sigma_t) = x0_hat(alpha_t x~, t) of the VP model, as D(x_tilde, t) at a trained step t.
+
+    x = alpha_t x~ is the VP state at step t (x~ = x_0 + sigma eps); ``nodes``
+    are the schedule's (tinydiff.ode.integrators.schedule_nodes).
+    """
+
+    def D(x_tilde, t):
+        x = nodes[t].alpha * x_tilde
+        eps, x0 = diffusion.split_prediction(predict(model, x, t, batch_size, model_kwargs), x, t, clip_x0=clip_x0)
+        return x0
+
+    return D
 
 
 def _check_heun_arguments(diffusion, steps, rho, churn, s_tmin, s_noise):

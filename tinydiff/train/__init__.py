@@ -6,6 +6,7 @@
     config.py      TrainConfig: every setting, its default and its help text
     run.py         Run, new_run, load_run: model, diffusion, optimizer, EMA, generator
     loop.py        train_step (Algorithm 1 on one screen) and train (the loop around it)
+    log.py         TrainingLog: losses.csv, the progress line, the NaN stop, checkpoint writes
     checkpoint.py  .npz with a JSON header, written atomically, read without pickle
     folder.py      the run folder's lock, loss log and writability check
     latent.py      latent diffusion (latent_dim > 0): stage 1 trains nn.Autoencoder, its
