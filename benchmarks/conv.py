@@ -2,7 +2,7 @@
 
     python benchmarks/conv.py                  # the table: convolutions, the U-Net step, its peak memory
     python benchmarks/conv.py --quick          # a smoke run, about 20 s
-    python benchmarks/conv.py --slices         # conv2d with its batch slices against one whole-batch product
+    python benchmarks/conv.py --against DIR    # before/after: this checkout's conv2d and U-Net step against DIR's
 
 Convolutions: the 3x3 convolutions of the small MNIST U-Net at batch 64
 (16 -> 16 channels at 28 x 28, 32 -> 32 at 14 x 14, the 48 -> 16 of the
@@ -11,8 +11,9 @@ at 32 x 32, batch 16). Each side computes the forward pass and the
 gradients of x, W and b from the same arrays, and the sides must agree
 (relative error 1e-4 in float32) before anything is timed:
 
-- tinydiff: ``autograd.conv2d`` (im2col over cache-sized batch slices, one
-  matmul per slice, col2im in the backward pass), through the engine;
+- tinydiff: ``autograd.conv2d`` (one matmul per kernel tap on the padded
+  rows laid end to end, and their product rule in the backward pass),
+  through the engine;
 - hand-written: the textbook form in plain NumPy written separately, the
   sliding windows of the padded input contracted with the kernel by
   ``np.einsum(..., optimize=True)`` and the input's gradient added back one
@@ -45,12 +46,11 @@ import numpy as np  # noqa: E402
 from numpy.lib.stride_tricks import sliding_window_view  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = Path(os.environ.get("TINYDIFF_BENCH_ROOT", HERE.parent))  # --against runs a child on another checkout
 sys.path.insert(0, str(ROOT))
 
 from tinydiff import autograd as A  # noqa: E402
 from tinydiff import backend as B  # noqa: E402
-from tinydiff.autograd import conv as conv_module  # noqa: E402
 
 # (name, batch, C_in, C_out, size)
 CONVS = [("mnist 16->16 @28", 64, 16, 16, 28), ("mnist 32->32 @14", 64, 32, 32, 14),
@@ -147,17 +147,32 @@ def conv_table(repeats):
               + f"   agree: {verdict}; tinydiff {ratio:.2f}x the hand-written speed")
 
 
-def slices_table(repeats):
-    """conv2d with its cache-sized batch slices against one product over the whole batch."""
-    saved = conv_module.CACHE_BYTES
-    print(f"{'conv2d, forward + backward':28s}{'slices':>14s}{'whole batch':>14s}   (least CPU ms)")
-    for name, n, c_in, c_out, size in CONVS:
-        inputs = arrays(n, c_in, c_out, size)
-        sliced = least_cpu_ms(tinydiff_conv, inputs, repeats)
-        conv_module.CACHE_BYTES = 2**62
-        whole = least_cpu_ms(tinydiff_conv, inputs, repeats)
-        conv_module.CACHE_BYTES = saved
-        print(f"{name + ' b' + str(n):28s}{sliced:14.1f}{whole:14.1f}   {whole / sliced:.2f}x faster in slices")
+def tinydiff_times(repeats, steps):
+    """{case: least CPU ms of conv2d forward + backward, "unet": least CPU s of a U-Net step} of this process's tinydiff."""
+    times = {name: least_cpu_ms(tinydiff_conv, arrays(n, c_in, c_out, size), repeats)
+             for name, n, c_in, c_out, size in CONVS}
+    times["unet"] = unet_step(steps)[0]
+    return times
+
+
+def against_table(other, repeats, steps, rounds=2):
+    """This checkout's conv2d and U-Net step against another checkout's, each side in a child, alternating."""
+    results = {"this": [], "other": []}
+    for _ in range(rounds):
+        for side, root in (("this", ROOT), ("other", Path(other).resolve())):
+            command = [sys.executable, str(Path(__file__).resolve()), "--times", "--repeats", str(repeats),
+                       "--steps", str(steps)]
+            env = dict(os.environ, TINYDIFF_BENCH_ROOT=str(root))
+            completed = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=env)
+            if completed.returncode != 0:
+                raise RuntimeError(f"the child on {root} failed:\n{completed.stderr[-2000:]}")
+            results[side].append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    print(f"{'least CPU time, one thread':28s}{'this':>12s}{'other':>12s}   other/this   (other: {other})")
+    for key in results["this"][0]:
+        this, that = (min(r[key] for r in results[side]) for side in ("this", "other"))
+        unit = "s" if key == "unet" else "ms"
+        label = "U-Net step b64" if key == "unet" else key + " b" + str(dict((c[0], c[1]) for c in CONVS)[key])
+        print(f"{label + ' (' + unit + ')':28s}{this:12.3f}{that:12.3f}   {that / this:.2f}x")
 
 
 def unet_step(steps):
@@ -226,7 +241,9 @@ def peak_memory_mb(steps):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few repeats and steps: a smoke run")
-    parser.add_argument("--slices", action="store_true", help="only conv2d's batch slices against the whole batch")
+    parser.add_argument("--against", metavar="DIR", help="time this checkout against another (git worktree add DIR REV)")
+    parser.add_argument("--times", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -234,10 +251,14 @@ def main(argv=None):
         child(args.steps)
         return 0
     repeats, steps = (2, 3) if args.quick else (7, 12)
+    repeats, steps = args.repeats or repeats, args.steps or steps
+    if args.times:
+        print(json.dumps(tinydiff_times(repeats, steps)))
+        return 0
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch "
           f"{'present' if 'torch' in sides() else 'not installed: its column is left out'}")
-    if args.slices:
-        slices_table(repeats)
+    if args.against:
+        against_table(args.against, repeats, steps)
         return 0
     conv_table(repeats)
     cpu, rate, parameters = unet_step(steps)

@@ -198,20 +198,20 @@ def test_gradcheck_grid(name):
         assert gradcheck(fn, [Tensor(a) for a in arrays])
 
 
-def test_conv2d_gradcheck_catches_a_wrong_col2im(monkeypatch):
-    """Lose the gradient of one kernel tap in the backward pass: the check must fail."""
+def test_conv2d_gradcheck_catches_a_gradient_lost_in_the_backward_pass(monkeypatch):
+    """Drop the gradient of one input pixel as the padded gradient is cut back to the image: the check must fail."""
     from tinydiff.autograd import conv
 
-    original = conv._add_columns_back
+    original = conv._FlatPadded.unpad
 
-    def lossy(grad_columns, *args):
-        grad_columns = np.array(grad_columns)
-        grad_columns[:, 0, :] = 0.0  # channel 0, tap (0, 0)
-        return original(grad_columns, *args)
+    def lossy(self, flat):
+        grad = np.array(original(self, flat))
+        grad[:, 0, 1, 1] = 0.0  # channel 0, pixel (1, 1): read by all nine taps
+        return grad
 
     x, w = Tensor(rand((1, 1, 4, 4), 1)), Tensor(rand((1, 1, 3, 3), 2))
     assert gradcheck(lambda a, b: A.conv2d(a, b, padding=1), [x, w])
-    monkeypatch.setattr(conv, "_add_columns_back", lossy)
+    monkeypatch.setattr(conv._FlatPadded, "unpad", lossy)
     with pytest.raises(AssertionError, match="input 0"):
         gradcheck(lambda a, b: A.conv2d(a, b, padding=1), [x, w])
 

@@ -19,56 +19,6 @@ def _pair(value, name):
     return pair
 
 
-def _taps(kernel, stride, out_size):
-    """For each kernel tap i, the slice of the padded input it reads at every output position.
-
-    Output position y reads input row y * stride + i (cross-correlation), so
-    tap i sees rows i, i + stride, ..., i + stride * (out_size - 1).
-    """
-    return [slice(i, i + stride * (out_size - 1) + 1, stride) for i in range(kernel)]
-
-
-def _columns(padded, rows, cols):
-    """im2col: (N, C, H_p, W_p) -> (N, C * kH * kW, H_out * W_out).
-
-    Column (c, i, j) holds channel c of the input shifted by kernel tap
-    (i, j): one strided slice per tap, gathered by one stack.
-    """
-    n, c = padded.shape[:2]
-    shifted = [padded[:, :, r, s] for r in rows for s in cols]  # kH * kW slices, each (N, C, H_out, W_out)
-    stacked = xp.stack(shifted, axis=2) if len(shifted) > 1 else xp.expand_dims(shifted[0], axis=2)
-    return xp.reshape(stacked, (n, c * len(shifted), -1))  # (N, C * kH * kW, H_out * W_out)
-
-
-def _add_columns_back(grad_columns, padded_shape, rows, cols, out_hw):
-    """col2im, the adjoint of _columns: every tap's slice of gradient is added back where it was read.
-
-    Overlapping taps (stride < kernel) read the same input pixel several
-    times; their gradients add up, one slice at a time.
-    """
-    n, c = padded_shape[:2]
-    taps = len(rows) * len(cols)
-    per_tap = xp.reshape(grad_columns, (n, c, taps) + out_hw)  # (N, C, kH * kW, H_out, W_out)
-    grad = xp.zeros(padded_shape, dtype=grad_columns.dtype)
-    k = 0
-    for r in rows:
-        for s in cols:
-            grad[:, :, r, s] += per_tap[:, :, k, ...]
-            k += 1
-    return grad
-
-
-def _pad(x, padding):
-    """Zero padding of the last two axes: (N, C, H, W) -> (N, C, H + 2 p_h, W + 2 p_w)."""
-    ph, pw = padding
-    if ph == 0 and pw == 0:
-        return x
-    n, c, h, w = x.shape
-    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    padded[:, :, ph:ph + h, pw:pw + w] = x
-    return padded
-
-
 def _geometry(x_shape, w_shape, stride, padding):
     """((s_h, s_w), (p_h, p_w), (H_out, W_out)) of a convolution; ValueError for shapes that do not fit."""
     if len(x_shape) != 4 or len(w_shape) != 4:
@@ -86,16 +36,57 @@ def _geometry(x_shape, w_shape, stride, padding):
     return (sh, sw), (ph, pw), (ho, wo)
 
 
-# The batch is convolved a few images at a time, so that each slice's columns (below) stay in a core's cache.
-CACHE_BYTES = 2**21
+class _FlatPadded:
+    """The zero-padded input with each image's rows laid end to end: x_p as (N, C, rows * W_f).
 
+    W_f is the padded width W_p, rounded up to a multiple of the stride s_w
+    with zero columns. In this layout the pixel x_p[c, y s_h + i, x s_w + j]
+    that kernel tap (i, j) reads for output position (y, x) sits at flat index
 
-def batch_slices(n, bytes_per_image):
-    """Slices of a batch of n whose columns take about CACHE_BYTES each; the whole batch on a GPU."""
-    if B.get_backend() == "cupy":  # a GPU wants one large product, not many small ones
-        return [slice(0, n)]
-    size = max(1, CACHE_BYTES // max(1, bytes_per_image))
-    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+        (y s_h + i) W_f + x s_w + j  =  (i W_f + j) + s_w (y R + x),   R = s_h W_f / s_w,
+
+    so for every output position at once, tap (i, j) reads one slice of the
+    flat rows: start i W_f + j, step s_w, length H_out R (``tap``). Output
+    position (y, x) is column y R + x of that slice; the columns with
+    x >= W_out run past the row's end into the next one and are cut off
+    (``output``) or, in the backward pass, given a zero gradient (``columns``).
+    Extra zero rows below the image keep the last tap's slice inside the array.
+    """
+
+    def __init__(self, x_shape, w_shape, stride, padding, out_hw):
+        (self.n, self.c, self.h, self.w), (_, _, self.kh, self.kw) = x_shape, w_shape
+        (self.sh, self.sw), (self.ph, self.pw), (self.ho, self.wo) = stride, padding, out_hw
+        self.row = -(-(self.w + 2 * self.pw) // self.sw) * self.sw  # W_f: W_p rounded up to a multiple of s_w
+        self.per_row = self.sh * self.row // self.sw  # R: a tap's columns per output row, W_out of them valid
+        self.length = self.ho * self.per_row  # H_out R columns per tap
+        last = (self.kh - 1) * self.row + (self.kw - 1) + self.sw * (self.length - 1)  # the last index a tap reads
+        self.rows = max(self.h + 2 * self.ph, last // self.row + 1)
+
+    def pad(self, x):
+        """x (N, C, H, W) -> (N, C, rows * W_f): zero padding, then each image's rows end to end."""
+        padded = xp.zeros((self.n, self.c, self.rows, self.row), dtype=x.dtype)
+        padded[:, :, self.ph:self.ph + self.h, self.pw:self.pw + self.w] = x
+        return xp.reshape(padded, (self.n, self.c, self.rows * self.row))
+
+    def unpad(self, flat):
+        """The adjoint's last step: (N, C, rows * W_f) -> the (N, C, H, W) interior."""
+        grid = xp.reshape(flat, (self.n, self.c, self.rows, self.row))
+        return grid[:, :, self.ph:self.ph + self.h, self.pw:self.pw + self.w]
+
+    def tap(self, i, j):
+        """The slice of the flat rows that kernel tap (i, j) reads at every output position."""
+        start = i * self.row + j
+        return slice(start, start + self.sw * (self.length - 1) + 1, self.sw)
+
+    def output(self, columns):
+        """(N, C_out, H_out R) -> (N, C_out, H_out, W_out): the valid columns of each output row."""
+        return xp.reshape(columns, (columns.shape[0], columns.shape[1], self.ho, self.per_row))[:, :, :, :self.wo]
+
+    def columns(self, g):
+        """The inverse of ``output`` for a gradient: (N, C_out, H_out, W_out) -> (N, C_out, H_out R), zeros past W_out."""
+        grid = xp.zeros((g.shape[0], g.shape[1], self.ho, self.per_row), dtype=g.dtype)
+        grid[:, :, :, :self.wo] = g
+        return xp.reshape(grid, (g.shape[0], g.shape[1], self.length))
 
 
 @op
@@ -103,72 +94,66 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D convolution with PyTorch's arguments and semantics (torch.nn.functional.conv2d).
 
     x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,) or None;
-    stride and padding an int or a pair; zero padding. Like every deep
-    learning library it computes the cross-correlation
+    stride and padding an int or a pair; zero padding. Like every deep learning library it computes the
+    cross-correlation
 
-        out[n, o, y, x] = b[o] + sum_{c, i, j} W[o, c, i, j] * x_p[n, c, y s + i, x s + j],
+        out[n, o, y, x] = b[o] + sum_{i, j} sum_c W[o, c, i, j] x_p[n, c, y s + i, x s + j],
 
     with x_p the zero-padded input, of shape (N, C_out, H_out, W_out),
     H_out = (H + 2 p - kH) // s + 1.
 
-    How: im2col. Each of the kH * kW kernel taps (i, j) reads a strided slice
-    of x_p; the slices are stacked into a matrix of columns X_col
-    (N, C_in kH kW, H_out W_out), and the sum above becomes one matrix
-    product out = W_mat @ X_col with W_mat = W reshaped to (C_out, C_in kH kW).
-    The VJP is the product rule of that matmul, d W_mat = sum_n g_n X_col_n^T
-    and d X_col = W_mat^T g, with d X_col added back slice by slice into the
-    padded input's gradient (col2im) and the padding cut off.
+    How: one matrix product per kernel tap. For a fixed tap (i, j) the inner
+    sum over c is the matrix W[:, :, i, j] (C_out, C_in) times the input
+    shifted by (i, j); with each padded image's rows laid end to end
+    (``_FlatPadded``) that shifted input is a plain slice of the flat rows,
+    a view, not a copy. So
 
-    Why this form: only slicing, stack, reshape and matmul, all in the array
-    API standard, so the same lines run on NumPy, CuPy and array_api_strict,
-    and the heavy work is a BLAS (or cuBLAS) matrix product. Its cost is
-    memory: X_col holds every input pixel kH * kW times (9x for a 3x3 kernel
-    at stride 1): 58 MB for a 3x3 convolution of 64 images of 32 channels at
-    28 x 28. So on the CPU the batch goes through a few images at a time
-    (``batch_slices``), each slice's columns (about 2 MB) built, multiplied
-    and dropped while still in cache, and the backward pass builds them again
-    from x instead of keeping them: only x is kept. Measured on the 2 shared
-    cores (least CPU time, one BLAS thread; the machine busy, then quiet),
-    forward and backward of a 3x3 convolution at batch 64, whole batch ->
-    slices: 16 -> 16 channels at 28 x 28, 45 -> 35 and 29 -> 26 ms; 48 -> 16
-    channels, 164 -> 89 and 124 -> 66 ms (``python benchmarks/conv.py
-    --slices``); a whole training step of the MNIST U-Net, 1.22 -> 0.93 and
-    0.93 -> 0.78 s. On a GPU it is one product.
+        out = b + sum_{i, j} W[:, :, i, j] @ X_flat[:, :, tap(i, j)],
+
+    and the VJP is the product rule of each term:
+
+        d W[:, :, i, j] = sum_n g_n @ X_flat_n[:, tap(i, j)]^T,
+        d X_flat[:, :, tap(i, j)] += W[:, :, i, j]^T @ g.
+
+    Why this form: only slicing, reshape and matmul, all in the array API
+    standard, so the same lines run on NumPy, CuPy and array_api_strict, and
+    the work is kH kW BLAS (or cuBLAS) products. Unlike im2col, which
+    copies every input pixel kH kW times into a matrix of columns (58 MB for
+    a 3x3 convolution of 64 images of 32 channels at 28 x 28), nothing is
+    gathered: memory is the padded input and the output. Its price is the
+    R - W_out columns past each output row that are computed and thrown
+    away: 2 of 30 at 28 x 28 with padding 1; about half at stride 2, where
+    the tap's slice is also strided, which the U-Net uses only to
+    downsample. Measured against im2col over cache-sized batch slices
+    (least CPU time, one BLAS thread, batch 64; ``python benchmarks/conv.py``):
+    the forward pass about equal, the backward pass 1.3-1.7x faster.
     """
     x_data, w_data = unwrap(x), unwrap(weight)
-    (sh, sw), (ph, pw), (ho, wo) = _geometry(x_data.shape, w_data.shape, stride, padding)
-    n, c_in, h, w = x_data.shape
-    c_out, _, kh, kw = w_data.shape
-    rows, cols = _taps(kh, sh, ho), _taps(kw, sw, wo)
-    w_matrix = xp.reshape(w_data, (c_out, c_in * kh * kw))
-    slices = batch_slices(n, c_in * kh * kw * ho * wo * 4)
+    stride, padding, out_hw = _geometry(x_data.shape, w_data.shape, stride, padding)
+    flat = _FlatPadded(tuple(x_data.shape), tuple(w_data.shape), stride, padding, out_hw)
+    taps = [(i, j) for i in range(flat.kh) for j in range(flat.kw)]
+    x_flat = flat.pad(x_data)  # (N, C_in, rows W_f)
 
-    def columns(part):  # X_col of the images in the slice part: (n_part, C_in kH kW, H_out W_out)
-        return _columns(_pad(x_data[part, ...], (ph, pw)), rows, cols)
-
-    out = xp.empty((n, c_out, ho * wo), dtype=x_data.dtype)
-    for part in slices:
-        out[part, ...] = w_matrix @ columns(part)  # (n_part, C_out, H_out W_out)
+    out_columns = sum(w_data[:, :, i, j] @ x_flat[:, :, flat.tap(i, j)] for i, j in taps)  # (N, C_out, H_out R)
+    out = flat.output(out_columns)
     if bias is not None:
-        out += xp.reshape(unwrap(bias), (c_out, 1))  # in place: out is this op's own fresh array
-    out = xp.reshape(out, (n, c_out, ho, wo))
+        out = out + xp.reshape(unwrap(bias), (-1, 1, 1))
+    else:
+        out = xp.asarray(out, copy=True)  # contiguous, like every other op's result
 
     def vjp(g):
-        g_rows = xp.reshape(g, (n, c_out, ho * wo))  # (N, C_out, H_out W_out)
-        grad_w_matrix = grad_x = None
+        g_columns = flat.columns(g)  # (N, C_out, H_out R), zeros in the columns thrown away
+        grad_x = grad_w = grad_b = None
         if needs_grad(x):
-            grad_x = xp.empty(tuple(x_data.shape), dtype=g.dtype)
-        for part in slices:
-            if needs_grad(weight):  # d W_mat = sum_n g_n X_col_n^T
-                grad_part = xp.sum(g_rows[part, ...] @ matrix_transpose(columns(part)), axis=0)
-                grad_w_matrix = grad_part if grad_w_matrix is None else grad_w_matrix + grad_part
-            if needs_grad(x):  # d X_col = W_mat^T g, added back where each tap read it
-                grad_columns = matrix_transpose(w_matrix) @ g_rows[part, ...]
-                shape = (grad_columns.shape[0], c_in, h + 2 * ph, w + 2 * pw)
-                grad_x[part, ...] = _add_columns_back(grad_columns, shape, rows, cols, (ho, wo))[:, :, ph:ph + h,
-                                                                                                 pw:pw + w]
-        grad_w = None if grad_w_matrix is None else xp.reshape(grad_w_matrix, tuple(w_data.shape))
-        grad_b = xp.sum(g, axis=(0, 2, 3)) if needs_grad(bias) else None
+            grad_x_flat = xp.zeros(tuple(x_flat.shape), dtype=g.dtype)
+            for i, j in taps:
+                grad_x_flat[:, :, flat.tap(i, j)] += matrix_transpose(w_data[:, :, i, j]) @ g_columns
+            grad_x = flat.unpad(grad_x_flat)
+        if needs_grad(weight):
+            per_tap = [xp.sum(g_columns @ matrix_transpose(x_flat[:, :, flat.tap(i, j)]), axis=0) for i, j in taps]
+            grad_w = xp.reshape(xp.stack(per_tap, axis=-1), tuple(w_data.shape))  # (C_out, C_in, kH kW) -> W's shape
+        if needs_grad(bias):
+            grad_b = xp.sum(g, axis=(0, 2, 3))
         return (grad_x, grad_w, grad_b)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
