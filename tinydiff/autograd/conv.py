@@ -47,10 +47,13 @@ class _FlatPadded:
 
     so for every output position at once, tap (i, j) reads one slice of the
     flat rows: start i W_f + j, step s_w, length H_out R (``tap``). Output
-    position (y, x) is column y R + x of that slice; the columns with
-    x >= W_out run past the row's end into the next one and are cut off
-    (``output``) or, in the backward pass, given a zero gradient (``columns``).
-    Extra zero rows below the image keep the last tap's slice inside the array.
+    position (y, x) is column y R + x of that slice. A valid position never
+    reads past its own row, since (W_out - 1) s_w + kW - 1 <= W_p - 1, and
+    W_out <= R; the R - W_out columns after each output row's valid ones read
+    the right padding, the next row or (s_h > 1) rows no output uses. They
+    are computed and cut off (``output``) or, in the backward pass, given a
+    zero gradient (``columns``). Extra zero rows below the image keep the
+    last tap's slice inside the array.
     """
 
     def __init__(self, x_shape, w_shape, stride, padding, out_hw):
@@ -99,7 +102,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
 
         out[n, o, y, x] = b[o] + sum_{i, j} sum_c W[o, c, i, j] x_p[n, c, y s + i, x s + j],
 
-    with x_p the zero-padded input, of shape (N, C_out, H_out, W_out),
+    with x_p the zero-padded input; out has shape (N, C_out, H_out, W_out),
     H_out = (H + 2 p - kH) // s + 1.
 
     How: one matrix product per kernel tap. For a fixed tap (i, j) the inner
@@ -108,12 +111,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     (``_FlatPadded``) that shifted input is a plain slice of the flat rows,
     a view, not a copy. So
 
-        out = b + sum_{i, j} W[:, :, i, j] @ X_flat[:, :, tap(i, j)],
+        out = b + output( sum_{i, j} W[:, :, i, j] @ X_flat[:, :, tap(i, j)] ),
 
-    and the VJP is the product rule of each term:
+    and the VJP is the product rule of each term, with G = columns(g) the
+    output's gradient in the same columns (zeros in those cut off):
 
-        d W[:, :, i, j] = sum_n g_n @ X_flat_n[:, tap(i, j)]^T,
-        d X_flat[:, :, tap(i, j)] += W[:, :, i, j]^T @ g.
+        d W[:, :, i, j] = sum_n G_n @ X_flat_n[:, tap(i, j)]^T,
+        d X_flat[:, :, tap(i, j)] += W[:, :, i, j]^T @ G.
 
     Why this form: only slicing, reshape and matmul, all in the array API
     standard, so the same lines run on NumPy, CuPy and array_api_strict, and
@@ -139,7 +143,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if bias is not None:
         out = out + xp.reshape(unwrap(bias), (-1, 1, 1))
     else:
-        out = xp.asarray(out, copy=True)  # contiguous, like every other op's result
+        out = xp.astype(out, out.dtype, copy=True)  # contiguous, like every other op's result
 
     def vjp(g):
         g_columns = flat.columns(g)  # (N, C_out, H_out R), zeros in the columns thrown away
@@ -148,7 +152,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
             grad_x_flat = xp.zeros(tuple(x_flat.shape), dtype=g.dtype)
             for i, j in taps:
                 grad_x_flat[:, :, flat.tap(i, j)] += matrix_transpose(w_data[:, :, i, j]) @ g_columns
-            grad_x = flat.unpad(grad_x_flat)
+            grad_x = xp.astype(flat.unpad(grad_x_flat), g.dtype, copy=True)  # its own array, not a view
         if needs_grad(weight):
             per_tap = [xp.sum(g_columns @ matrix_transpose(x_flat[:, :, flat.tap(i, j)]), axis=0) for i, j in taps]
             grad_w = xp.reshape(xp.stack(per_tap, axis=-1), tuple(w_data.shape))  # (C_out, C_in, kH kW) -> W's shape
