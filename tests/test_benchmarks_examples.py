@@ -95,6 +95,23 @@ def test_train_toy2d_trains_samples_and_measures(tmp_path, capsys):
         example.main(["--sets", "moons,nope", "--out", str(out)])
 
 
+def test_spiral_before_after_trains_each_setting_and_draws_them_side_by_side(tmp_path, capsys):
+    example = _load("examples/spiral_before_after.py")
+    out = tmp_path / "spiral"
+    assert example.main(["--steps", "40", "--n", "64", "--levers", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    labels = [label for label, _, _ in example.settings(levers=True)]
+    rows = [line for line in printed.splitlines() if any(line.startswith(f"{label:14s} ") for label in labels)]
+    assert len(labels) == 6 and len(rows) == 6, printed
+    for line in rows:
+        sw_ratio, precision = float(line.split()[-3]), float(line.split()[-2])
+        assert sw_ratio > 0 and 0 <= precision <= 1, line
+    before, after = example.settings(levers=False)[0][2], example.settings(levers=False)[-1][2]
+    assert before == dict(schedule="linear", prediction="eps", steps=20_000, lr=1e-3) and after == {}
+    assert "after = cosine schedule, v-prediction, 40 steps, lr 0.003" in printed  # the defaults, --steps applied
+    assert _png(out / "before_after.png")
+
+
 EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.py") if not p.stem.startswith("_"))
 
 

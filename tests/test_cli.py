@@ -199,7 +199,7 @@ def test_resume_refuses_flags_that_cannot_change(tmp_path, capsys):
     code, text, err = run_cli(["train", "--data", "moons", "--out", out, "--resume", "--steps", "35", "--lr", "5e-4",
                                "--grad-clip", "0.5", "--no-progress"], capsys)
     assert code == 0, err
-    assert "lr changes from 0.001 to 0.0005" in text and "grad_clip changes from 1.0 to 0.5" in text
+    assert "lr changes from 0.003 to 0.0005" in text and "grad_clip changes from 1.0 to 0.5" in text  # 2D default 3e-3
     saved = T.load_run(out).config
     assert (saved.steps, saved.lr, saved.grad_clip, saved.width) == (35, 5e-4, 0.5, 16)
 

@@ -346,7 +346,7 @@ def test_non_finite_weights_are_not_saved_and_resume_can_lower_the_lr(tmp_path, 
     code, text, err = cli(["train", "--data", "moons", "--out", out, "--resume", "--lr", "0.0001", "--no-progress"],
                           capsys)
     assert code == 0, err
-    assert "lr changes from 0.001 to 0.0001" in text
+    assert "lr changes from 0.003 to 0.0001" in text  # from the 2D default
     assert json.loads((out / "config.json").read_text())["lr"] == 0.0001
     run = T.load_run(out)
     assert run.step == 30 and run.config.lr == 0.0001
