@@ -34,15 +34,16 @@ f64 = B.dtype("float64")
 # A convolution layer (in every deep learning library a cross-correlation)
 # slides a $k \times k$ kernel over the zero-padded image:
 # $\mathrm{out}[n, o, y, x] = b_o + \sum_{c, i, j} W[o, c, i, j]\, x_p[n, c, ys + i, xs + j]$.
-# tinydiff gathers the $k^2$ shifted slices of the image into columns and
-# does one matrix product (im2col); here it is checked against the four
-# nested loops of the definition.
+# tinydiff computes it as the sum over the $k^2$ kernel taps of one matrix
+# product each, $W[:, :, i, j]$ times the image shifted by $(i, j)$, where
+# laying the padded rows end to end makes every shift a plain slice; here it
+# is checked against the four nested loops of the definition.
 
 # %%
 lesson.step(
     "a convolution is a sum over kernel taps",
     paper="out[n,o,y,x] = b[o] + sum_{c,i,j} W[o,c,i,j] x_pad[n,c,y s+i,x s+j]   (PyTorch's conv2d)",
-    code="tinydiff.autograd.conv2d(x, weight, bias, stride, padding): im2col and one matmul",
+    code="tinydiff.autograd.conv2d(x, weight, bias, stride, padding): one matmul per kernel tap",
 )
 rng = np.random.default_rng(lesson.seed)
 x = rng.normal(size=(2, 3, 6, 6))

@@ -203,3 +203,27 @@ def test_colour_images_train_save_and_load(tmp_path):
     assert loaded.image_shape == (3, 8, 8) and loaded.model.num_parameters() == result.run.model.num_parameters()
     with pytest.raises(ValueError, match="grey-scale"):
         T.new_run(T.TrainConfig(data="cifar10", channels=4, channel_mult="1,2", superres=2), dataset)
+
+
+@pytest.mark.parametrize("model", ["unet", "resmlp"])
+def test_the_sampler_s_memory_estimate_covers_one_model_call(model, tmp_path):
+    """`sample` refuses an n that cannot fit from activations_per_row: it must not undercount what a call holds."""
+    import tracemalloc
+
+    from tinydiff.cli.sample import activations_per_row
+
+    if model == "unet":
+        config = tiny_unet_config(channels=8, steps=1, dropout=0.0)
+    else:
+        config = T.TrainConfig(data="digits", model="resmlp", width=64, steps=1, batch_size=8, T=50, seed=3)
+    run = T.train(config, tmp_path, progress=False, log=lambda *_: None).run
+    rows = 256
+    x = B.asarray(np.random.default_rng(0).normal(size=(rows, 64)).astype(np.float32))
+    with no_grad():
+        run.model(x, 10)  # warm
+        tracemalloc.start()
+        run.model(x, 10)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    estimate = 4 * rows * activations_per_row(run)
+    assert peak <= estimate <= 20 * peak, (peak, estimate)

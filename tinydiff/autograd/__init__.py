@@ -20,7 +20,7 @@ each one has a gradient check.
     reductions.py   sum, mean, max, logsumexp, softmax, log_softmax
     shape.py        reshape, transpose, indexing, take_rows, concatenate, stack
     layers.py       fused layers: linear, layer_norm, mse
-    conv.py         conv2d (im2col and one matmul), upsample_nearest, on NCHW arrays
+    conv.py         conv2d (one matmul per kernel tap), upsample_nearest, on NCHW arrays
     normalization.py  group_norm, dropout
     attention.py    scaled_dot_product_attention
 """

@@ -210,6 +210,23 @@ def command_sample(args):
         return _draw_and_write(args, communicator)
 
 
+def activations_per_row(run):
+    """About how many float32 numbers the model holds per sample row in one call (to refuse what cannot fit).
+
+    An MLP holds a few hidden layers of ``width``; a U-Net, its feature maps,
+    counted in maps of ``channels`` x H x W (the top resolution's): the skip
+    connections kept for the way up, the padded input and output of each
+    convolution, group normalization's temporaries. One call's peak measured
+    18 to 19 such maps per row, for 8 to 128 channels (tests/test_unet.py
+    checks the estimate against tracemalloc); 24 leaves a margin.
+    """
+    if run.config.model == "unet":
+        height, width = run.image_shape[-2:]
+        return 24 * run.config.channels * height * width
+    return 8 * run.config.width
+
+
+
 def _draw_and_write(args, communicator=None):
     from .. import backend as B
     from .. import train as T
@@ -226,7 +243,7 @@ def _draw_and_write(args, communicator=None):
         n = args.n or DEFAULT_N
         # x_t, the model's activations (a batch_size-row chunk of them), the step's noise and the result
         rows = min(n, args.batch_size or n)
-        check_fits_in_memory(4 * (4 * n * run.data_dim + 8 * rows * run.config.width), f"drawing {n:,} samples",
+        check_fits_in_memory(4 * (4 * n * run.data_dim + rows * activations_per_row(run)), f"drawing {n:,} samples",
                              "lower --n, or pass --batch-size to evaluate the model in chunks")
         out = args.out or run_folder(args.checkpoint)
         os.makedirs(out, exist_ok=True)
