@@ -227,3 +227,68 @@ def test_the_sampler_s_memory_estimate_covers_one_model_call(model, tmp_path):
         tracemalloc.stop()
     estimate = 4 * rows * activations_per_row(run)
     assert peak <= estimate <= 20 * peak, (peak, estimate)
+
+
+def test_inference_goes_through_cache_sized_slices_with_the_same_result():
+    """Without a graph, on the CPU, a large batch is cut into slices of rows: every per-row argument is cut alike."""
+    rng = np.random.default_rng(0)
+    model = nn.UNet(in_channels=1, ch=4, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0,
+                    image_size=8, num_classes=3, extra_channels=1)
+    for parameter in model.parameters():  # the output layers start at zero: make every weight count
+        parameter.data = B.asarray(rng.normal(scale=0.3, size=parameter.shape).astype(np.float32))
+    x, extra = (B.asarray(rng.normal(size=(10, 64)).astype(np.float32)) for _ in range(2))
+    y, t_rows = B.asarray(np.arange(10) % 3), B.asarray(rng.integers(0, 1000, 10))
+    model.MAP_BYTES = 3 * 4 * 4 * 8 * 8  # three rows a slice
+    with no_grad():
+        assert model.rows_per_call(10) == 3
+        sliced = [host(model(x, t, y=y, extra=extra)) for t in (7, t_rows)]
+        model.MAP_BYTES = 2**40
+        assert model.rows_per_call(10) == 10
+        whole = [host(model(x, t, y=y, extra=extra)) for t in (7, t_rows)]
+    for a, b in zip(sliced, whole):
+        assert np.allclose(a, b, atol=1e-6)
+    assert not np.allclose(whole[0], whole[1], atol=1e-6)  # the per-row t reached the rows it belongs to
+    model.MAP_BYTES = 3 * 4 * 4 * 8 * 8
+    assert model.rows_per_call(10) == 10  # recording a graph (training): the whole batch in one pass
+
+
+@pytest.mark.parametrize("group_channels", [4, 1])
+def test_the_small_unet_sees_the_timestep_and_the_class(group_channels):
+    """t and y enter as a constant per channel; GroupNorm groups of one channel would subtract them again."""
+    rng = np.random.default_rng(0)
+    model = nn.UNet(ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), num_classes=10,
+                    group_channels=group_channels, rng=B.default_rng(0))
+    for parameter in model.parameters():  # the output layers start at zero: make every weight count
+        parameter.data = B.asarray(rng.normal(scale=0.2, size=parameter.shape).astype(np.float32))
+    x = B.asarray(rng.normal(size=(2, 784)).astype(np.float32))
+    labels = B.asarray(np.array([3, 3]))
+    with no_grad():
+        early, late = (host(model(x, t, y=labels)) for t in (10, 900))
+        other_class = host(model(x, 10, y=B.asarray(np.array([5, 5]))))
+    t_effect = np.abs(early - late).max() / np.abs(early).max()
+    y_effect = np.abs(early - other_class).max() / np.abs(early).max()
+    if group_channels == 4:  # the default: groups of 4 channels at 16 and 32 channels
+        assert nn.norm_groups(16) == 4 and nn.norm_groups(32) == 8 and nn.norm_groups(128) == 32
+        assert t_effect > 1e-2 and y_effect > 1e-2, (t_effect, y_effect)
+    else:  # tinydiff's rule before: single channels, and neither t nor y reaches the output
+        assert t_effect < 1e-4 and y_effect < 1e-4, (t_effect, y_effect)
+
+
+def test_a_unet_checkpoint_from_before_group_channels_loads_as_it_was_trained(tmp_path):
+    """Its header has no group_channels: it is built with the old one-channel groups, so its outputs are its own."""
+    import json
+
+    run = T.train(tiny_unet_config(channels=8, steps=2), tmp_path / "new", progress=False, log=lambda *_: None).run
+    assert run.config.group_channels == 4
+    header, arrays = T.read_checkpoint(tmp_path / "new")
+    config = dict(header["config"])
+    del config["group_channels"]
+    header = dict(header, config=config)
+    from tinydiff.train.checkpoint import write_npz_atomic
+
+    write_npz_atomic(str(tmp_path / "old.npz"), header, arrays)
+    old = T.load_run(tmp_path / "old.npz")
+    assert old.config.group_channels == 1
+    assert [m.num_groups for m in old.model.modules() if isinstance(m, nn.GroupNorm)][:1] == [8]  # 8 channels, 8 groups
+    assert [m.num_groups for m in run.model.modules() if isinstance(m, nn.GroupNorm)][:1] == [2]  # 8 channels, 2 groups
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["group_channels"] == 4

@@ -42,9 +42,12 @@ CIFAR10_DEFAULTS = dict(IMAGE_DEFAULTS, model="unet", batch_size=128, lr=2e-4, s
                         steps=800_000)
 # The U-Net's size (model "unet"): small for 28 x 28 images, the paper's for CIFAR-10 (nn.UNet.PAPER_CIFAR10).
 # "lowest" puts attention at the U-Net's lowest resolution (7 x 7 for 28 x 28 images).
-UNET_DEFAULTS = dict(channels=16, channel_mult="1,2,2", res_blocks=1, attention_resolutions="lowest", dropout=0.0)
+# group_channels: the fewest channels in a GroupNorm group (nn.unet.norm_groups); at the paper's widths any
+# value up to 4 gives its 32 groups.
+UNET_DEFAULTS = dict(channels=16, channel_mult="1,2,2", res_blocks=1, attention_resolutions="lowest", dropout=0.0,
+                     group_channels=4)
 UNET_PAPER_DEFAULTS = dict(channels=128, channel_mult="1,2,2,2", res_blocks=2, attention_resolutions="16",
-                           dropout=0.1)
+                           dropout=0.1, group_channels=4)
 UNET_FIELDS = tuple(UNET_DEFAULTS)
 # Latent diffusion (latent_dim > 0): the denoiser's data are latent_dim numbers of unit variance, not pixels, so
 # a residual MLP of width 256 does (a twelfth of the pixel model's sampling cost); x0-prediction stays the best
@@ -125,6 +128,8 @@ class TrainConfig:
     attention_resolutions: str | None = _field(None, "unet: resolutions with self-attention: a list, none, or lowest; "
                                                "default lowest (7 for 28x28), 16 for cifar10", metavar="R,R,...")
     dropout: float | None = _field(None, "unet: dropout in the residual blocks; default 0, 0.1 for cifar10")
+    group_channels: int | None = _field(None, "unet: the fewest channels in a GroupNorm group (default 4; 1 "
+                                        "normalises the timestep away below 128 channels)")
     emb_dim: int = _field(128, "size of the sinusoidal timestep embedding (even) of the MLPs (the U-Net's is "
                           "--channels)")
     activation: str | None = _field(None, "default gelu for 2D sets, silu for images", choices=ACTIVATION_NAMES)
@@ -221,6 +226,9 @@ def _check_unet_options(config):
         raise ValueError(f"res_blocks must be a positive integer, got {config.res_blocks!r}")
     if config.dropout is not None and not (isinstance(config.dropout, (int, float)) and 0 <= config.dropout < 1):
         raise ValueError(f"dropout must be in [0, 1), got {config.dropout!r}")
+    if config.group_channels is not None and (not isinstance(config.group_channels, int)
+                                              or isinstance(config.group_channels, bool) or config.group_channels < 1):
+        raise ValueError(f"group_channels must be a positive integer, got {config.group_channels!r}")
 
 
 def _check_counts(config):

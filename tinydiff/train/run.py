@@ -90,6 +90,7 @@ def build_model(config: TrainConfig, data_dim: int, num_classes: int | None = No
     rng = B.default_rng((config.seed, 1))  # its own stream: the model does not shift the data draws
     if config.model == "unet":
         return nn.UNet(**unet_arguments(config, data_dim, num_classes, image_shape), dropout=config.dropout,
+                       group_channels=config.group_channels,
                        num_timesteps=config.T, rng=rng)
     common = dict(data_dim=data_dim, width=config.width, emb_dim=config.emb_dim, activation_name=config.activation,
                   num_classes=num_classes if config.conditional else None,
@@ -240,8 +241,13 @@ def _checked_header(path, header, arrays) -> TrainConfig:
     """
     if not isinstance(header.get("config"), dict):
         raise _field_error(path, "config", "a JSON object", header.get("config"))
+    fields = header["config"]
+    if fields.get("model") == "unet" and "group_channels" not in fields:
+        # A U-Net saved before group_channels existed was built with one channel a group where 32 did not
+        # divide its channels (nn.unet.norm_groups): it loads as it was trained.
+        fields = dict(fields, group_channels=1)
     try:
-        config = TrainConfig(**header["config"]).validate()
+        config = TrainConfig(**fields).validate()
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: header field 'config' is not a valid configuration ({error})") from None
     if config.unresolved_fields():
