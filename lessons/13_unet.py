@@ -85,6 +85,13 @@ at a time, while they sit in the processor's cache.""")
 # (through a 1x1 convolution when the channels change). The timestep enters
 # every block. The second convolution starts at zero, so a fresh block is
 # the identity: the network starts shallow and grows into its depth.
+#
+# One trap: the timestep's projection is a constant per channel, and a
+# group of one channel is normalised over its positions alone, which
+# subtracts any constant. The paper's 32 groups over 128 channels hold 4
+# each; "32, or as many as divide the channels" at 16 channels would hold 1,
+# and the block would never see t. tinydiff keeps at least 4 channels a
+# group (``nn.norm_groups``), which at the paper's widths is its 32 groups.
 
 # %%
 lesson.step(
@@ -102,6 +109,12 @@ temb = Tensor(lesson.rng(2).normal((2, 16)))
 x32 = lesson.rng(3).normal((2, 8, 5, 5))
 lesson.check_close("a fresh ResBlock(x, temb)", block(x32, temb).numpy(), B.to_numpy(x32), atol=0.0,
                    against="x itself (its last convolution starts at zero)")
+shift = Tensor(lesson.rng(4).normal((2, 8, 1, 1)))  # what the timestep adds: one number per image and channel
+for groups, reaches in ((8, False), (nn.norm_groups(8), True)):
+    moved = A.group_norm(h + shift, groups).numpy() - A.group_norm(h, groups).numpy()
+    lesson.check((np.abs(moved).max() > 1e-3) == reaches,
+                 f"a per-channel shift through GroupNorm with {8 // groups} channel(s) a group "
+                 f"{'survives' if reaches else 'is subtracted away'}", f"largest change {np.abs(moved).max():.2e}")
 
 # %% [markdown]
 # ## Step 3: the U-Net, level by level
