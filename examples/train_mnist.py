@@ -52,12 +52,15 @@ def main(argv=None):
     parser.add_argument("--res-blocks", type=int, default=None, help="unet: blocks per resolution (default 1)")
     parser.add_argument("--attention-resolutions", default=None, help="unet: default lowest (7 x 7)")
     parser.add_argument("--dropout", type=float, default=None, help="unet: dropout (default 0)")
+    parser.add_argument("--group-channels", type=int, default=None,
+                        help="unet: fewest channels in a GroupNorm group (default 4; 1 is the rule before it)")
     args = parser.parse_args(argv)
     _common.check_resume(parser, args)
     _common.check_at_least(parser, args, 1, "samples")
 
     unet = dict(channels=args.channels, channel_mult=args.channel_mult, res_blocks=args.res_blocks,
-                attention_resolutions=args.attention_resolutions, dropout=args.dropout) if args.model == "unet" else {}
+                attention_resolutions=args.attention_resolutions, dropout=args.dropout,
+                group_channels=args.group_channels) if args.model == "unet" else {}
     config = T.TrainConfig(
         data=args.data, data_dir=args.data_dir, steps=args.steps or None,
         batch_size=args.batch_size or (32 if args.model == "unet" else 128), lr=args.lr,
