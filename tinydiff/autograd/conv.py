@@ -97,8 +97,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D convolution with PyTorch's arguments and semantics (torch.nn.functional.conv2d).
 
     x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,) or None;
-    stride and padding an int or a pair; zero padding. Like every deep learning library it computes the
-    cross-correlation
+    stride and padding an int or a pair; zero padding. Like every deep
+    learning library it computes the cross-correlation
 
         out[n, o, y, x] = b[o] + sum_{i, j} sum_c W[o, c, i, j] x_p[n, c, y s + i, x s + j],
 
@@ -122,15 +122,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     Why this form: only slicing, reshape and matmul, all in the array API
     standard, so the same lines run on NumPy, CuPy and array_api_strict, and
     the work is kH kW BLAS (or cuBLAS) products. Unlike im2col, which
-    copies every input pixel kH kW times into a matrix of columns (58 MB for
-    a 3x3 convolution of 64 images of 32 channels at 28 x 28), nothing is
-    gathered: memory is the padded input and the output. Its price is the
-    R - W_out columns past each output row that are computed and thrown
-    away: 2 of 30 at 28 x 28 with padding 1; about half at stride 2, where
-    the tap's slice is also strided, which the U-Net uses only to
-    downsample. Measured against im2col over cache-sized batch slices
-    (least CPU time, one BLAS thread, batch 64; ``python benchmarks/conv.py``):
-    the forward pass about equal, the backward pass 1.3-1.7x faster.
+    copies every input pixel kH kW times into a matrix of columns, nothing
+    is gathered. Its price is the R - W_out columns past each output row,
+    computed and thrown away: 2 of 30 at 28 x 28 with padding 1, about half
+    at stride 2 (used only to downsample). Against im2col: the backward
+    pass 1.3-1.7x faster (benchmarks/README.md, "conv.py").
     """
     x_data, w_data = unwrap(x), unwrap(weight)
     stride, padding, out_hw = _geometry(x_data.shape, w_data.shape, stride, padding)
