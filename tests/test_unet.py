@@ -250,6 +250,23 @@ def test_inference_goes_through_cache_sized_slices_with_the_same_result():
     assert not np.allclose(whole[0], whole[1], atol=1e-6)  # the per-row t reached the rows it belongs to
     model.MAP_BYTES = 3 * 4 * 4 * 8 * 8
     assert model.rows_per_call(10) == 10  # recording a graph (training): the whole batch in one pass
+    with no_grad():  # t and y are checked against all the rows before any slice is cut
+        with pytest.raises(ValueError, match="t has 3"):
+            model(x, B.asarray(np.arange(3)), y=y, extra=extra)
+        with pytest.raises(ValueError):
+            model(x, 7, y=B.asarray(np.arange(5) % 3), extra=extra)
+
+
+def test_norm_groups_divide_every_width_and_keep_the_paper_s_32():
+    import math
+
+    for channels in range(1, 600):
+        groups = nn.norm_groups(channels)
+        assert channels % groups == 0 and groups <= 32, channels
+        assert nn.norm_groups(channels, 32, 1) == math.gcd(32, channels)  # the rule before group_channels
+    assert [nn.norm_groups(c) for c in (128, 256, 384, 512)] == [32] * 4  # the paper's widths, as in its code
+    assert [nn.norm_groups(c) for c in (8, 16, 32, 48)] == [2, 4, 8, 4]  # at least 4 channels a group
+    nn.UNet(ch=18, ch_mult=(1, 2), attn_resolutions=(14,))  # 18 // 4 = 4 groups would not divide 18: 2 do
 
 
 @pytest.mark.parametrize("group_channels", [4, 1])

@@ -165,7 +165,7 @@ def load_int8(path):
     header, arrays = C.read_npz(path, INT8_FORMAT, INT8_VERSION)
     full = {"model/" + k: v for k, v in C.arrays_under(arrays, "model").items()}
     try:
-        config = R.TrainConfig(**header["config"]).validate()
+        config = R.config_from_header(header["config"])
         model = quantize(R.build_model(config, header["data_dim"], header["num_classes"]))
         load_quantized_arrays(model, C.arrays_under(full, "model"))
     except (KeyError, TypeError, ValueError) as error:

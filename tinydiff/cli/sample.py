@@ -221,8 +221,7 @@ def activations_per_row(run):
     checks the estimate against tracemalloc); 24 leaves a margin.
     """
     if run.config.model == "unet":
-        height, width = run.image_shape[-2:]
-        return 24 * run.config.channels * height * width
+        return 24 * run.model.ch * run.model.image_size**2
     return 8 * run.config.width
 
 
@@ -243,6 +242,7 @@ def _draw_and_write(args, communicator=None):
         n = args.n or DEFAULT_N
         # x_t, the model's activations (a batch_size-row chunk of them), the step's noise and the result
         rows = min(n, args.batch_size or n)
+        rows = min(rows, getattr(run.model, "inference_rows", lambda: None)() or rows)  # a U-Net's own slices
         check_fits_in_memory(4 * (4 * n * run.data_dim + rows * activations_per_row(run)), f"drawing {n:,} samples",
                              "lower --n, or pass --batch-size to evaluate the model in chunks")
         out = args.out or run_folder(args.checkpoint)

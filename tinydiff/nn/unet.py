@@ -25,19 +25,21 @@ from .module import Module
 
 
 def norm_groups(channels, num_groups=32, group_channels=4):
-    """The groups of a GroupNorm over ``channels``: the paper's 32, fewer where a group would get < group_channels.
+    """The groups of a GroupNorm over ``channels``: the paper's 32, fewer where a group would hold < group_channels.
 
-    gcd(num_groups, channels // group_channels): 32 for the paper's 128 to
-    512 channels (the same as its code), 4 groups of 4 for a small U-Net's 16,
-    8 of 4 for 32. Why not 32 groups, or gcd(32, channels), below 128
-    channels: a group of one channel is normalised over its positions alone,
-    which removes any constant added to that channel, and the timestep's
-    projection (with the class embedding) is exactly such a constant per
-    channel (ResBlock), so a U-Net whose groups are single channels cannot
-    see t. ``group_channels=1`` is that rule, which tinydiff used before
-    (checkpoints made with it still load with it).
+    gcd(num_groups, channels // group_channels), then its gcd with channels
+    so that it divides them: 32 for the paper's 128 to 512 channels (as in
+    its code), 4 groups of 4 for a small U-Net's 16, 8 of 4 for 32. Why not
+    32 groups, or gcd(32, channels), at small widths: a group of one channel
+    is normalised over its positions alone, which removes any constant added
+    to that channel, and the timestep's projection (with the class embedding)
+    is exactly such a constant per channel (ResBlock), so a U-Net whose
+    groups are single channels cannot see t. ``group_channels=1`` is
+    gcd(32, channels), the rule tinydiff used before (checkpoints made with
+    it still load with it).
     """
-    return math.gcd(num_groups, max(1, channels // group_channels))
+    groups = math.gcd(num_groups, max(1, channels // group_channels))
+    return math.gcd(groups, channels)
 
 
 class ResBlock(Module):
@@ -302,30 +304,35 @@ class UNet(Denoiser):
     # one large call instead.
     MAP_BYTES = 2**23
 
+    def inference_rows(self):
+        """The rows of one pass without a graph: a cache-sized slice on the CPU, unlimited (None) on a GPU."""
+        if B.get_backend() == "cupy":
+            return None
+        return max(1, self.MAP_BYTES // (4 * self.ch * self.image_size**2))
+
     def rows_per_call(self, n):
         """How many of n rows one pass takes: all of them when training or on a GPU, else a cache-sized slice."""
-        if is_grad_enabled() or B.get_backend() == "cupy":
-            return n
-        return max(1, min(n, self.MAP_BYTES // (4 * self.ch * self.image_size**2)))
+        rows = None if is_grad_enabled() else self.inference_rows()
+        return n if rows is None else min(n, rows)
 
     def forward(self, x, t, y=None, extra=None):
         n = x.shape[0]
-        rows = self.rows_per_call(n)
-        if rows < n:
-            def cut(value, start):  # per-row arguments are cut like x; one int t, or None, stays as it is
-                per_row = value is not None and not isinstance(value, int) and len(value.shape) and value.shape[0] == n
-                return value[start:start + rows, ...] if per_row else value
-
-            parts = [self.forward(x[start:start + rows, ...], cut(t, start), cut(y, start), cut(extra, start))
-                     for start in range(0, n, rows)]
-            return A.concatenate(parts, axis=0)
         h = self._images(x, self.in_channels, "x")  # (N, C, S, S)
         if self.extra_channels:
             if extra is None:
                 raise ValueError(f"this UNet was built with extra_channels={self.extra_channels}: call it as "
                                  "model(x, t, extra=...)")
             h = A.concatenate([h, self._images(extra, self.extra_channels, "extra")], axis=1)
-        temb, rng = self.timestep_features(t, y, n), self._dropout_rng()
+        temb = self.timestep_features(t, y, n)  # (N or 1, 4 ch): t and y checked here, once
+        rows = self.rows_per_call(n)
+        parts = [self.trunk(h[start:start + rows, ...], temb if temb.shape[0] == 1 else temb[start:start + rows, ...])
+                 for start in range(0, n, rows)]
+        out = parts[0] if len(parts) == 1 else A.concatenate(parts, axis=0)
+        return A.reshape(out, (n, self.data_dim)) if len(x.shape) == 2 else out
+
+    def trunk(self, h, temb):
+        """The U-Net proper on input images h (N, C, S, S) and their timestep features temb: (N, C_out, S, S)."""
+        rng = self._dropout_rng()
         hs = [self.conv_in(h)]  # the skips, kept on the way down
         for level in self.down:
             for i, block in enumerate(level.block):
@@ -340,5 +347,4 @@ class UNet(Denoiser):
                 h = level.attn[i](h) if level.attn else h
             if level.resample is not None:
                 h = level.resample(h)  # (N, C, 2S, 2S)
-        out = self.conv_out(A.silu(self.norm_out(h)))  # (N, C, S, S)
-        return A.reshape(out, (n, self.data_dim)) if len(x.shape) == 2 else out
+        return self.conv_out(A.silu(self.norm_out(h)))  # (N, C, S, S)

@@ -42,8 +42,8 @@ CIFAR10_DEFAULTS = dict(IMAGE_DEFAULTS, model="unet", batch_size=128, lr=2e-4, s
                         steps=800_000)
 # The U-Net's size (model "unet"): small for 28 x 28 images, the paper's for CIFAR-10 (nn.UNet.PAPER_CIFAR10).
 # "lowest" puts attention at the U-Net's lowest resolution (7 x 7 for 28 x 28 images).
-# group_channels: the fewest channels in a GroupNorm group (nn.unet.norm_groups); at the paper's widths any
-# value up to 4 gives its 32 groups.
+# group_channels: the fewest channels in a GroupNorm group (nn.unet.norm_groups); at the paper's widths
+# (128 to 512 channels) 1, 2 and 4 all give its 32 groups.
 UNET_DEFAULTS = dict(channels=16, channel_mult="1,2,2", res_blocks=1, attention_resolutions="lowest", dropout=0.0,
                      group_channels=4)
 UNET_PAPER_DEFAULTS = dict(channels=128, channel_mult="1,2,2,2", res_blocks=2, attention_resolutions="16",
@@ -128,8 +128,9 @@ class TrainConfig:
     attention_resolutions: str | None = _field(None, "unet: resolutions with self-attention: a list, none, or lowest; "
                                                "default lowest (7 for 28x28), 16 for cifar10", metavar="R,R,...")
     dropout: float | None = _field(None, "unet: dropout in the residual blocks; default 0, 0.1 for cifar10")
-    group_channels: int | None = _field(None, "unet: the fewest channels in a GroupNorm group (default 4; 1 "
-                                        "normalises the timestep away below 128 channels)")
+    group_channels: int | None = _field(None, "unet: the fewest channels in a GroupNorm group (default 4; with 1, "
+                                        "widths of 32 channels or fewer get one-channel groups, which normalise "
+                                        "the timestep away)")
     emb_dim: int = _field(128, "size of the sinusoidal timestep embedding (even) of the MLPs (the U-Net's is "
                           "--channels)")
     activation: str | None = _field(None, "default gelu for 2D sets, silu for images", choices=ACTIVATION_NAMES)

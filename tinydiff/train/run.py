@@ -233,6 +233,18 @@ def _is_count(value, minimum=0):
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
+def config_from_header(fields: dict) -> TrainConfig:
+    """The validated TrainConfig a checkpoint header's "config" names, written by this or an earlier version.
+
+    A U-Net saved before group_channels existed was built with the rule
+    gcd(32, channels) for its GroupNorm groups (nn.unet.norm_groups with
+    group_channels=1): it loads as it was trained.
+    """
+    if fields.get("model") == "unet" and "group_channels" not in fields:
+        fields = dict(fields, group_channels=1)
+    return TrainConfig(**fields).validate()
+
+
 def _checked_header(path, header, arrays) -> TrainConfig:
     """The run's configuration, after checking every header field and the weights' total size.
 
@@ -241,13 +253,8 @@ def _checked_header(path, header, arrays) -> TrainConfig:
     """
     if not isinstance(header.get("config"), dict):
         raise _field_error(path, "config", "a JSON object", header.get("config"))
-    fields = header["config"]
-    if fields.get("model") == "unet" and "group_channels" not in fields:
-        # A U-Net saved before group_channels existed was built with one channel a group where 32 did not
-        # divide its channels (nn.unet.norm_groups): it loads as it was trained.
-        fields = dict(fields, group_channels=1)
     try:
-        config = TrainConfig(**fields).validate()
+        config = config_from_header(header["config"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: header field 'config' is not a valid configuration ({error})") from None
     if config.unresolved_fields():
