@@ -6,7 +6,6 @@ stack, reshape, matmul), so numpy, cupy and array_api_strict all run them.
 
 from __future__ import annotations
 
-from .. import backend as B
 from ..backend import xp
 from .tensor import matrix_transpose, needs_grad, op, record, unwrap
 

@@ -225,7 +225,6 @@ def activations_per_row(run):
     return 8 * run.config.width
 
 
-
 def _draw_and_write(args, communicator=None):
     from .. import backend as B
     from .. import train as T
@@ -242,7 +241,8 @@ def _draw_and_write(args, communicator=None):
         n = args.n or DEFAULT_N
         # x_t, the model's activations (a batch_size-row chunk of them), the step's noise and the result
         rows = min(n, args.batch_size or n)
-        rows = min(rows, getattr(run.model, "inference_rows", lambda: None)() or rows)  # a U-Net's own slices
+        if run.config.model == "unet":  # on the CPU the U-Net itself takes a cache-sized slice of rows a call
+            rows = min(rows, run.model.inference_rows() or rows)
         check_fits_in_memory(4 * (4 * n * run.data_dim + rows * activations_per_row(run)), f"drawing {n:,} samples",
                              "lower --n, or pass --batch-size to evaluate the model in chunks")
         out = args.out or run_folder(args.checkpoint)
